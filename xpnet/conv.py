@@ -1,0 +1,432 @@
+"""im2col / col2im and pooling, fast on both backends.
+
+Layout. The fast paths keep columns as ``col[c, ky, kx, n, oy, ox]``: one
+GEMM ``W(FN, C*KH*KW) @ col(C*KH*KW, N*OH*OW)`` does the whole batch, every
+(ky, kx) slice is a plain strided copy of the padded image on NumPy, and
+col2im is a sum of KH*KW shifted slice-adds (never ``np.add.at``).
+On CuPy each of im2col, col2im, max-pool forward and backward is one
+elementwise kernel; col2im and the pooling backward *gather* (one thread per
+input pixel), so they need no atomics and are deterministic.
+
+The book's 2-D layout ``(N*OH*OW, C*KH*KW)`` is available through `im2col`
+and `col2im` for readers following chapter 7.
+"""
+from .backend import elementwise_kernel, get_array_module
+
+__all__ = [
+    "conv_output_size", "im2col", "col2im", "im2col_cnhw", "col2im_cnhw",
+    "conv2d_forward", "conv2d_backward",
+    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+]
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError("%s must be an int or a pair (h, w), got %r" % (name, v))
+        a, b = v
+    else:
+        a = b = v
+    try:
+        a, b = int(a), int(b)
+    except (TypeError, ValueError):
+        raise TypeError("%s must be an int or a pair of ints, got %r" % (name, v)) from None
+    return a, b
+
+
+def conv_output_size(input_size, filter_size, stride=1, pad=0, what="convolution"):
+    """``(input_size + 2*pad - filter_size) // stride + 1``, checked to be >= 1."""
+    if stride < 1:
+        raise ValueError("%s: stride must be >= 1, got %d" % (what, stride))
+    if pad < 0:
+        raise ValueError("%s: pad must be >= 0, got %d" % (what, pad))
+    if filter_size < 1:
+        raise ValueError("%s: filter size must be >= 1, got %d" % (what, filter_size))
+    span = input_size + 2 * pad - filter_size
+    if span < 0:
+        raise ValueError("%s: window %d is larger than the padded input %d (input %d, pad %d)"
+                         % (what, filter_size, input_size + 2 * pad, input_size, pad))
+    return span // stride + 1
+
+
+def _geometry(x_shape, kh, kw, stride, pad, what):
+    if len(x_shape) != 4:
+        raise ValueError("%s expects a 4-D input (N, C, H, W), got shape %s" % (what, tuple(x_shape)))
+    sy, sx = _pair(stride, "stride")
+    ph, pw = _pair(pad, "pad")
+    N, C, H, W = x_shape
+    oh = conv_output_size(H, kh, sy, ph, what)
+    ow = conv_output_size(W, kw, sx, pw, what)
+    return N, C, H, W, sy, sx, ph, pw, oh, ow
+
+
+def _pad(xp, x, ph, pw, value):
+    if ph == 0 and pw == 0:
+        return x
+    N, C, H, W = x.shape
+    out = xp.empty((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    if value == 0:
+        out[...] = 0
+    else:
+        out[...] = value
+    out[:, :, ph:ph + H, pw:pw + W] = x
+    return out
+
+
+# ---------------------------------------------------------------- CUDA kernels
+
+_DECODE_COL = """
+    int ox = i % ow; int t = i / ow;
+    int oy = t % oh; t /= oh;
+    int n = t % N; t /= N;
+    int kx = t % kw; t /= kw;
+    int ky = t % kh; int c = t / kh;
+"""
+
+
+def _im2col_kernel():
+    return elementwise_kernel(
+        "raw T x, int32 N, int32 C, int32 H, int32 W, int32 kh, int32 kw, int32 oh, int32 ow, "
+        "int32 sy, int32 sx, int32 ph, int32 pw, T pval",
+        "T col",
+        _DECODE_COL + """
+        int y = oy * sy - ph + ky;
+        int xx = ox * sx - pw + kx;
+        col = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[((n * C + c) * H + y) * W + xx] : pval;
+        """,
+        "xpnet_im2col_cnhw")
+
+
+def _col2im_kernel():
+    # One thread per image pixel, summing the column entries that read it.
+    return elementwise_kernel(
+        "raw T col, int32 N, int32 C, int32 H, int32 W, int32 kh, int32 kw, int32 oh, int32 ow, "
+        "int32 sy, int32 sx, int32 ph, int32 pw",
+        "T img",
+        """
+        int xx = i % W; int t = i / W;
+        int y = t % H; t /= H;
+        int c = t % C; int n = t / C;
+        T acc = 0;
+        for (int ky = 0; ky < kh; ++ky) {
+            int yy = y + ph - ky;
+            if (yy < 0 || yy % sy != 0) continue;
+            int oy = yy / sy;
+            if (oy >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                int xq = xx + pw - kx;
+                if (xq < 0 || xq % sx != 0) continue;
+                int ox = xq / sx;
+                if (ox >= ow) continue;
+                acc += col[((((c * kh + ky) * kw + kx) * N + n) * oh + oy) * ow + ox];
+            }
+        }
+        img = acc;
+        """,
+        "xpnet_col2im_cnhw")
+
+
+def _maxpool_fwd_kernel():
+    return elementwise_kernel(
+        "raw T x, int32 H, int32 W, int32 kh, int32 kw, int32 oh, int32 ow, "
+        "int32 sy, int32 sx, int32 ph, int32 pw",
+        "T y, int32 arg",
+        """
+        int ox = i % ow; int t = i / ow;
+        int oy = t % oh; int nc = t / oh;
+        const T* p = &x[(long long)nc * H * W];
+        int y0 = oy * sy - ph, x0 = ox * sx - pw;
+        T best = 0; int barg = -1;
+        for (int ky = 0; ky < kh; ++ky) {
+            int yy = y0 + ky;
+            if (yy < 0 || yy >= H) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                int xq = x0 + kx;
+                if (xq < 0 || xq >= W) continue;
+                T v = p[yy * W + xq];
+                if (barg < 0 || v > best || v != v && best == best) { best = v; barg = ky * kw + kx; }
+            }
+        }
+        y = best; arg = barg;
+        """,
+        "xpnet_maxpool_fwd")
+
+
+def _maxpool_bwd_kernel():
+    return elementwise_kernel(
+        "raw T dy, raw int32 arg, int32 H, int32 W, int32 kh, int32 kw, int32 oh, int32 ow, "
+        "int32 sy, int32 sx, int32 ph, int32 pw",
+        "T dx",
+        """
+        int xx = i % W; int t = i / W;
+        int y = t % H; int nc = t / H;
+        long long base = (long long)nc * oh * ow;
+        T acc = 0;
+        for (int ky = 0; ky < kh; ++ky) {
+            int yy = y + ph - ky;
+            if (yy < 0 || yy % sy != 0) continue;
+            int oy = yy / sy;
+            if (oy >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                int xq = xx + pw - kx;
+                if (xq < 0 || xq % sx != 0) continue;
+                int ox = xq / sx;
+                if (ox >= ow) continue;
+                long long o = base + oy * ow + ox;
+                if (arg[o] == ky * kw + kx) acc += dy[o];
+            }
+        }
+        dx = acc;
+        """,
+        "xpnet_maxpool_bwd")
+
+
+def _avgpool_fwd_kernel():
+    return elementwise_kernel(
+        "raw T x, int32 H, int32 W, int32 kh, int32 kw, int32 oh, int32 ow, "
+        "int32 sy, int32 sx, int32 ph, int32 pw",
+        "T y",
+        """
+        int ox = i % ow; int t = i / ow;
+        int oy = t % oh; int nc = t / oh;
+        const T* p = &x[(long long)nc * H * W];
+        int y0 = oy * sy - ph, x0 = ox * sx - pw;
+        T acc = 0;
+        for (int ky = 0; ky < kh; ++ky) {
+            int yy = y0 + ky;
+            if (yy < 0 || yy >= H) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                int xq = x0 + kx;
+                if (xq < 0 || xq >= W) continue;
+                acc += p[yy * W + xq];
+            }
+        }
+        y = acc / (T)(kh * kw);
+        """,
+        "xpnet_avgpool_fwd")
+
+
+def _avgpool_bwd_kernel():
+    return elementwise_kernel(
+        "raw T dy, int32 H, int32 W, int32 kh, int32 kw, int32 oh, int32 ow, "
+        "int32 sy, int32 sx, int32 ph, int32 pw",
+        "T dx",
+        """
+        int xx = i % W; int t = i / W;
+        int y = t % H; int nc = t / H;
+        long long base = (long long)nc * oh * ow;
+        T acc = 0;
+        for (int ky = 0; ky < kh; ++ky) {
+            int yy = y + ph - ky;
+            if (yy < 0 || yy % sy != 0) continue;
+            int oy = yy / sy;
+            if (oy >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                int xq = xx + pw - kx;
+                if (xq < 0 || xq % sx != 0) continue;
+                int ox = xq / sx;
+                if (ox >= ow) continue;
+                acc += dy[base + oy * ow + ox];
+            }
+        }
+        dx = acc / (T)(kh * kw);
+        """,
+        "xpnet_avgpool_bwd")
+
+
+def _is_numpy(xp):
+    return xp.__name__ == "numpy"
+
+
+# ---------------------------------------------------------------- im2col/col2im
+
+def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0):
+    """Columns of `x` (N, C, H, W) as a 6-D array ``(C, KH, KW, N, OH, OW)``."""
+    xp = get_array_module(x)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "im2col")
+    if _is_numpy(xp):
+        xpd = _pad(xp, x, ph, pw, pad_value)
+        col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
+        xt = xpd.transpose(1, 0, 2, 3)
+        for ky in range(kh):
+            ye = ky + sy * oh
+            for kx in range(kw):
+                col[:, ky, kx] = xt[:, :, ky:ye:sy, kx:kx + sx * ow:sx]
+        return col
+    col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
+    _im2col_kernel()(xp.ascontiguousarray(x), N, C, H, W, kh, kw, oh, ow, sy, sx, ph, pw,
+                     x.dtype.type(pad_value), col)
+    return col
+
+
+def col2im_cnhw(col, x_shape, kh, kw, stride=1, pad=0):
+    """Adjoint of `im2col_cnhw`: sums overlapping windows back into (N, C, H, W)."""
+    xp = get_array_module(col)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _geometry(x_shape, kh, kw, stride, pad, "col2im")
+    if col.shape != (C, kh, kw, N, oh, ow):
+        raise ValueError("col2im: expected columns of shape %s for input %s, got %s"
+                         % ((C, kh, kw, N, oh, ow), tuple(x_shape), col.shape))
+    if _is_numpy(xp):
+        img = xp.zeros((C, N, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
+        for ky in range(kh):
+            ye = ky + sy * oh
+            for kx in range(kw):
+                img[:, :, ky:ye:sy, kx:kx + sx * ow:sx] += col[:, ky, kx]
+        img = img.transpose(1, 0, 2, 3)
+        if ph or pw:
+            img = img[:, :, ph:ph + H, pw:pw + W]
+        return xp.ascontiguousarray(img)
+    img = xp.empty((N, C, H, W), dtype=col.dtype)
+    _col2im_kernel()(xp.ascontiguousarray(col), N, C, H, W, kh, kw, oh, ow, sy, sx, ph, pw, img)
+    return img
+
+
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """The book's im2col: ``(N*OH*OW, C*FH*FW)`` rows ordered (n, oy, ox)."""
+    col = im2col_cnhw(input_data, filter_h, filter_w, stride, pad)
+    C, kh, kw, N, oh, ow = col.shape
+    xp = get_array_module(col)
+    return xp.ascontiguousarray(col.transpose(3, 4, 5, 0, 1, 2)).reshape(N * oh * ow, -1)
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """The book's col2im: adjoint of `im2col` (overlaps are summed)."""
+    xp = get_array_module(col)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _geometry(input_shape, filter_h, filter_w, stride, pad,
+                                                   "col2im")
+    expected = (N * oh * ow, C * filter_h * filter_w)
+    if tuple(col.shape) != expected:
+        raise ValueError("col2im: expected col of shape %s for input %s, got %s"
+                         % (expected, tuple(input_shape), tuple(col.shape)))
+    c6 = col.reshape(N, oh, ow, C, filter_h, filter_w).transpose(3, 4, 5, 0, 1, 2)
+    return col2im_cnhw(xp.ascontiguousarray(c6), input_shape, filter_h, filter_w, stride, pad)
+
+
+# ---------------------------------------------------------------- convolution
+
+def conv2d_forward(x, W, b, stride=1, pad=0):
+    """``y = conv(x, W) + b`` for x (N,C,H,W), W (FN,C,KH,KW), b (FN,) or None.
+
+    Returns ``(y, col)``; keep `col` for `conv2d_backward`."""
+    xp = get_array_module(x, W)
+    FN, C, kh, kw = W.shape
+    col = im2col_cnhw(x, kh, kw, stride, pad)
+    _, _, _, N, oh, ow = col.shape
+    y = xp.dot(W.reshape(FN, -1), col.reshape(C * kh * kw, -1))       # (FN, N*OH*OW)
+    if b is not None:
+        y += b.reshape(FN, 1)
+    y = xp.ascontiguousarray(y.reshape(FN, N, oh, ow).transpose(1, 0, 2, 3))
+    return y, col
+
+
+def conv2d_backward(dy, col, W, x_shape, stride=1, pad=0, need_dx=True):
+    """Gradients ``(dx, dW, db)`` of `conv2d_forward` (dx is None if not `need_dx`)."""
+    xp = get_array_module(dy, W)
+    FN, C, kh, kw = W.shape
+    dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(FN, -1)  # (FN, N*OH*OW)
+    col2 = col.reshape(C * kh * kw, -1)
+    dW = xp.dot(dy2, col2.T).reshape(W.shape)
+    db = dy2.sum(axis=1)
+    dx = None
+    if need_dx:
+        dcol = xp.dot(W.reshape(FN, -1).T, dy2).reshape(col.shape)
+        dx = col2im_cnhw(dcol, x_shape, kh, kw, stride, pad)
+    return dx, dW, db
+
+
+# ---------------------------------------------------------------- pooling
+
+def _pool_geometry(x_shape, kh, kw, stride, pad, what):
+    g = _geometry(x_shape, kh, kw, stride, pad, what)
+    ph, pw = g[6], g[7]
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError("%s: pad (%d, %d) must be at most half the window (%d, %d), "
+                         "or some windows would see only padding" % (what, ph, pw, kh, kw))
+    return g
+
+
+def max_pool_forward(x, kh, kw, stride, pad=0):
+    """Max pooling with -inf padding. Returns ``(y, arg)`` where `arg` holds, per
+    output, the index ``ky*KW + kx`` of the first maximum in its window."""
+    xp = get_array_module(x)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x.shape, kh, kw, stride, pad, "Pooling")
+    if not _is_numpy(xp):
+        y = xp.empty((N, C, oh, ow), dtype=x.dtype)
+        arg = xp.empty((N, C, oh, ow), dtype=xp.int32)
+        _maxpool_fwd_kernel()(xp.ascontiguousarray(x), H, W, kh, kw, oh, ow, sy, sx, ph, pw,
+                              y, arg)
+        return y, arg
+    xpd = _pad(xp, x, ph, pw, -xp.inf)
+    # Strict '>' over windows in (ky, kx) order keeps the first maximum, as argmax does.
+    y = xpd[:, :, 0:sy * oh:sy, 0:sx * ow:sx].copy()
+    arg = xp.zeros((N, C, oh, ow), dtype=xp.uint8 if kh * kw < 256 else xp.int32)
+    better = xp.empty((N, C, oh, ow), dtype=bool)
+    for ky in range(kh):
+        for kx in range(kw):
+            if ky == 0 and kx == 0:
+                continue
+            v = xpd[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+            xp.greater(v, y, out=better)
+            xp.copyto(y, v, where=better)
+            xp.copyto(arg, ky * kw + kx, where=better)
+    return y, arg
+
+
+def max_pool_backward(dy, arg, x_shape, kh, kw, stride, pad=0):
+    xp = get_array_module(dy)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x_shape, kh, kw, stride, pad, "Pooling")
+    if not _is_numpy(xp):
+        dx = xp.empty((N, C, H, W), dtype=dy.dtype)
+        _maxpool_bwd_kernel()(xp.ascontiguousarray(dy), xp.ascontiguousarray(arg),
+                              H, W, kh, kw, oh, ow, sy, sx, ph, pw, dx)
+        return dx
+    overlap = sy < kh or sx < kw
+    alloc = xp.zeros if (overlap or ph or pw or (H + 2 * ph - kh) % sy or (W + 2 * pw - kw) % sx
+                         or sy > kh or sx > kw) else xp.empty
+    dxp = alloc((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    zero = dy.dtype.type(0)
+    for ky in range(kh):
+        for kx in range(kw):
+            sl = dxp[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+            g = xp.where(arg == ky * kw + kx, dy, zero)
+            if overlap:
+                sl += g
+            else:
+                sl[...] = g
+    if ph or pw:
+        dxp = xp.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
+    return dxp
+
+
+def avg_pool_forward(x, kh, kw, stride, pad=0):
+    """Average pooling; zero padding counts in the divisor (``KH*KW`` always)."""
+    xp = get_array_module(x)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x.shape, kh, kw, stride, pad, "Pooling")
+    if not _is_numpy(xp):
+        y = xp.empty((N, C, oh, ow), dtype=x.dtype)
+        _avgpool_fwd_kernel()(xp.ascontiguousarray(x), H, W, kh, kw, oh, ow, sy, sx, ph, pw, y)
+        return y
+    xpd = _pad(xp, x, ph, pw, 0)
+    y = xp.zeros((N, C, oh, ow), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            y += xpd[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+    y *= x.dtype.type(1.0 / (kh * kw))
+    return y
+
+
+def avg_pool_backward(dy, x_shape, kh, kw, stride, pad=0):
+    xp = get_array_module(dy)
+    N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x_shape, kh, kw, stride, pad, "Pooling")
+    if not _is_numpy(xp):
+        dx = xp.empty((N, C, H, W), dtype=dy.dtype)
+        _avgpool_bwd_kernel()(xp.ascontiguousarray(dy), H, W, kh, kw, oh, ow, sy, sx, ph, pw, dx)
+        return dx
+    g = dy * dy.dtype.type(1.0 / (kh * kw))
+    dxp = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            dxp[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx] += g
+    if ph or pw:
+        dxp = xp.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
+    return dxp

@@ -1,0 +1,569 @@
+"""Networks: a `Sequential` net and the book's ready-made architectures.
+
+Layers own their parameters; ``net.params`` is a live view named as in the
+book (``W1``, ``b1``, ``gamma1`` ...), so ``optimizer.update(net.params,
+grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
+"""
+import math
+
+from . import layers as L
+from .backend import asnumpy, current_device, device_of, get_array_module, host_rng, to_device, \
+    get_device
+
+__all__ = ["Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
+           "DeepConvNet", "init_std", "NETS", "build_net"]
+
+_DTYPES = ("float32", "float64", "float16")
+
+
+def _dtype_name(dtype):
+    name = getattr(dtype, "__name__", None) or str(getattr(dtype, "name", dtype))
+    name = {"float": "float64", "single": "float32", "double": "float64", "half": "float16"}.get(
+        name, name)
+    if name not in _DTYPES:
+        raise ValueError("dtype must be one of %s, got %r" % (", ".join(_DTYPES), dtype))
+    return name
+
+
+def init_std(weight_init_std, n_in, n_out=None):
+    """The scale of the initial weights, the book's way.
+
+    A number is used as it is; ``'relu'``/``'he'`` gives He's ``sqrt(2/n_in)``;
+    ``'sigmoid'``/``'xavier'`` gives the book's Xavier ``sqrt(1/n_in)``;
+    ``'glorot'`` gives ``sqrt(2/(n_in+n_out))``."""
+    if isinstance(weight_init_std, str):
+        s = weight_init_std.lower()
+        if s in ("relu", "he"):
+            return math.sqrt(2.0 / n_in)
+        if s in ("sigmoid", "xavier"):
+            return math.sqrt(1.0 / n_in)
+        if s == "glorot" and n_out:
+            return math.sqrt(2.0 / (n_in + n_out))
+        raise ValueError("weight_init_std must be a number or one of 'relu', 'he', 'sigmoid', "
+                         "'xavier', 'glorot'; got %r" % (weight_init_std,))
+    w = float(weight_init_std)
+    if not (w >= 0 and math.isfinite(w)):
+        raise ValueError("weight_init_std must be >= 0, got %r" % (weight_init_std,))
+    return w
+
+
+class _ParamView:
+    """dict-like live view name -> array over the layers' parameter dicts."""
+
+    def __init__(self, net, kind="params"):
+        self._net = net
+        self._kind = kind
+
+    def _where(self, key):
+        try:
+            layer, local = self._net._names[key]
+        except KeyError:
+            raise KeyError("%s has no parameter %r; it has %s"
+                           % (type(self._net).__name__, key, ", ".join(self._net._names))) from None
+        return getattr(layer, self._kind), local
+
+    def __getitem__(self, key):
+        d, local = self._where(key)
+        return d[local]
+
+    def __setitem__(self, key, value):
+        d, local = self._where(key)
+        old = d[local]
+        if old is not None and self._kind == "params":
+            if tuple(value.shape) != tuple(old.shape):
+                raise ValueError("parameter %r has shape %s, got %s"
+                                 % (key, tuple(old.shape), tuple(value.shape)))
+            value = to_device(value, device_of(old)).astype(old.dtype, copy=False)
+        d[local] = value
+
+    def __contains__(self, key):
+        return key in self._net._names
+
+    def __iter__(self):
+        return iter(self._net._names)
+
+    def __len__(self):
+        return len(self._net._names)
+
+    def keys(self):
+        return list(self._net._names)
+
+    def items(self):
+        return [(k, self[k]) for k in self._net._names]
+
+    def values(self):
+        return [self[k] for k in self._net._names]
+
+    def get(self, key, default=None):
+        return self[key] if key in self._net._names else default
+
+    def __repr__(self):
+        return "{%s}" % ", ".join("%r: %s" % (k, tuple(v.shape) if v is not None else None)
+                                  for k, v in self.items())
+
+
+class Sequential:
+    """Layers applied in order, then a loss layer.
+
+    ``weight_decay_lambda`` adds ``0.5*lambda*sum(W**2)`` to the loss (``l1_lambda``
+    adds ``lambda*sum(|W|)``) over every weight ``W*`` (not biases or BN).
+    """
+
+    def __init__(self, layers, loss_layer=None, weight_decay_lambda=0.0, l1_lambda=0.0):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer")
+        self.last_layer = loss_layer if loss_layer is not None else L.SoftmaxWithLoss()
+        self.weight_decay_lambda = float(weight_decay_lambda)
+        self.l1_lambda = float(l1_lambda)
+        if self.weight_decay_lambda < 0 or self.l1_lambda < 0:
+            raise ValueError("weight_decay_lambda and l1_lambda must be >= 0")
+        self.config = getattr(self, "config", None) or {}
+        self._index_params()
+        self.last_loss = None
+
+    # -- naming
+    def _index_params(self):
+        names, bufs = {}, {}
+        idx = 0
+        for layer in self.layers:
+            layer.need_input_grad = True
+            if "W" in layer.params:
+                idx += 1
+            for local in layer.params:
+                names["%s%d" % (local, max(idx, 1))] = (layer, local)
+            for local in layer.buffers:
+                bufs["%s%d" % (local, max(idx, 1))] = (layer, local)
+        if len(names) != sum(len(l.params) for l in self.layers):
+            raise ValueError("parameter names collide; put a weight layer before each BatchNorm")
+        self.layers[0].need_input_grad = False
+        self._names = names
+        self._buffer_names = bufs
+
+    @property
+    def params(self):
+        return _ParamView(self, "params")
+
+    @property
+    def grads(self):
+        return _ParamView(self, "grads")
+
+    @property
+    def buffers(self):
+        return {k: layer.buffers[local] for k, (layer, local) in self._buffer_names.items()}
+
+    @property
+    def dtype(self):
+        p = next(iter(self.params.values()))
+        return p.dtype
+
+    @property
+    def device(self):
+        return device_of(next(iter(self.params.values())))
+
+    @property
+    def xp(self):
+        return get_array_module(next(iter(self.params.values())))
+
+    def to(self, device):
+        """Move every layer's arrays to `device`; returns self."""
+        dev = get_device(device)
+        for layer in self.layers + [self.last_layer]:
+            layer.to(dev)
+        return self
+
+    def astype(self, dtype):
+        """Cast parameters, buffers and state to `dtype` (e.g. float16 for inference)."""
+        dt = _dtype_name(dtype)
+        for layer in self.layers:
+            for d in (layer.params, layer.buffers):
+                for k, v in d.items():
+                    if v is not None:
+                        d[k] = v.astype(dt)
+            layer.grads = {k: None for k in layer.grads}
+        self.config["dtype"] = dt
+        return self
+
+    # -- inputs
+    def _prepare(self, x):
+        p = next(iter(self.params.values()))
+        xp = get_array_module(p)
+        if get_array_module(x) is not xp:
+            x = to_device(x, device_of(p))
+        else:
+            x = xp.asarray(x)
+        if x.dtype != p.dtype:
+            x = x.astype(p.dtype)
+        return x
+
+    def _prepare_t(self, t):
+        p = next(iter(self.params.values()))
+        if get_array_module(t) is not get_array_module(p):
+            t = to_device(t, device_of(p))
+        return t
+
+    # -- the book's interface
+    def predict(self, x, train_flg=False, train=None):
+        if train is not None:
+            train_flg = train
+        x = self._prepare(x)
+        for layer in self.layers:
+            x = layer.forward(x, train_flg)
+        return x
+
+    def _regularization(self):
+        if not (self.weight_decay_lambda or self.l1_lambda):
+            return 0
+        xp = self.xp
+        reg = 0
+        for k, w in self.params.items():
+            if k.startswith("W"):
+                if self.weight_decay_lambda:
+                    reg = reg + w.dtype.type(0.5 * self.weight_decay_lambda) * xp.sum(w * w)
+                if self.l1_lambda:
+                    reg = reg + w.dtype.type(self.l1_lambda) * xp.sum(xp.abs(w))
+        return reg
+
+    def loss(self, x, t, train_flg=False):
+        """Data loss plus regularization (a 0-d array on the net's device)."""
+        y = self.predict(x, train_flg)
+        t = self._prepare_t(t)
+        if t.shape[:1] != y.shape[:1]:
+            raise ValueError("%s.loss: %d samples but %d labels"
+                             % (type(self).__name__, y.shape[0], t.shape[0]))
+        return self.last_layer.forward(y, t) + self._regularization()
+
+    def accuracy(self, x, t, batch_size=100):
+        """Fraction of correct predictions over all of `x`, the last partial batch included."""
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("accuracy: empty input")
+        if len(t) != n:
+            raise ValueError("accuracy: %d samples but %d labels" % (n, len(t)))
+        batch_size = max(1, int(batch_size))
+        correct = 0
+        for i in range(0, n, batch_size):
+            y = self.predict(x[i:i + batch_size], train_flg=False)
+            tt = self._prepare_t(t[i:i + batch_size])
+            if tt.ndim != 1:
+                tt = tt.argmax(axis=1)
+            correct = correct + (y.argmax(axis=1) == tt).sum()
+        return float(correct) / n
+
+    def gradient(self, x, t):
+        """Backpropagation: returns ``{name: gradient}`` like `params`. The loss of this
+        forward pass is kept (on the device) in ``self.last_loss``."""
+        self.last_loss = self.loss(x, t, train_flg=True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        grads = {}
+        for k, (layer, local) in self._names.items():
+            g = layer.grads[local]
+            if k.startswith("W"):
+                w = layer.params[local]
+                if self.weight_decay_lambda:
+                    g = g + w.dtype.type(self.weight_decay_lambda) * w
+                if self.l1_lambda:
+                    g = g + w.dtype.type(self.l1_lambda) * get_array_module(w).sign(w)
+            grads[k] = g
+        return grads
+
+    def numerical_gradient(self, x, t, h=1e-4):
+        """Central differences of the training loss w.r.t. every parameter (slow; for
+        checking `gradient`). Dropout masks are redrawn per call: use ratio 0 or fixed seeds."""
+        from .gradient_check import numerical_gradient
+        x = self._prepare(x)
+        t = self._prepare_t(t)
+        grads = {}
+        for k in self.params:
+            grads[k] = numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
+                                          self.params[k], h)
+        return grads
+
+    # -- persistence
+    def state_dict(self):
+        """Parameters and buffers as host NumPy arrays."""
+        d = {k: asnumpy(v) for k, v in self.params.items()}
+        d.update({k: asnumpy(v) for k, v in self.buffers.items()})
+        return d
+
+    def load_state_dict(self, arrays, strict=True):
+        """Copy arrays into the net (in place, on its device, in its dtype). A shape
+        mismatch names the first mismatching parameter."""
+        want = dict(self.params.items())
+        want.update(self.buffers)
+        missing = [k for k in want if k not in arrays]
+        extra = [k for k in arrays if k not in want]
+        if strict and (missing or extra):
+            raise ValueError("parameter file doesn't match %s: missing %s, unexpected %s"
+                             % (type(self).__name__, missing or "none", extra or "none"))
+        for k, cur in want.items():
+            if k not in arrays:
+                continue
+            a = arrays[k]
+            if tuple(a.shape) != tuple(cur.shape):
+                raise ValueError("parameter %r: file has shape %s, %s expects %s"
+                                 % (k, tuple(a.shape), type(self).__name__, tuple(cur.shape)))
+        for k, cur in want.items():
+            if k in arrays:
+                cur[...] = to_device(arrays[k], device_of(cur)).astype(cur.dtype, copy=False)
+        return self
+
+    def save_params(self, file_name, extra_meta=None):
+        from .serialization import save_net
+        return save_net(self, file_name, extra_meta)
+
+    def load_params(self, file_name):
+        from .serialization import load_into
+        return load_into(self, file_name)
+
+    def __repr__(self):
+        body = "\n".join("  " + repr(l) for l in self.layers + [self.last_layer])
+        return "%s(\n%s\n)" % (type(self).__name__, body)
+
+
+# ---------------------------------------------------------------------------
+# The book's networks
+
+def _finish(net, device, dtype):
+    dt = _dtype_name(dtype)
+    for layer in net.layers:
+        for d in (layer.params, layer.buffers):
+            for k, v in d.items():
+                d[k] = v.astype(dt)
+    net.config["dtype"] = dt
+    net.to(device if device is not None else current_device())
+    return net
+
+
+def _rng(seed):
+    import numpy  # host-side init only
+    return numpy.random.default_rng(seed) if seed is not None else host_rng()
+
+
+def _weights(rng, shape, std):
+    return rng.standard_normal(shape) * std
+
+
+def _zeros(n):
+    import numpy
+    return numpy.zeros(n)
+
+
+def _activation(name):
+    acts = {"relu": L.Relu, "sigmoid": L.Sigmoid, "tanh": L.Tanh}
+    try:
+        return acts[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError("activation must be one of %s, got %r" % (", ".join(acts), name)) from None
+
+
+def _positive_int(v, what):
+    if isinstance(v, bool) or not isinstance(v, int) and not (hasattr(v, "__index__")):
+        raise TypeError("%s must be a positive int, got %r" % (what, v))
+    v = int(v)
+    if v < 1:
+        raise ValueError("%s must be a positive int, got %r" % (what, v))
+    return v
+
+
+class MultiLayerNetExtend(Sequential):
+    """Fully connected net: (Affine [BatchNorm] act [Dropout]) x len(hidden_size_list),
+    Affine, SoftmaxWithLoss. The book's ``dropout_ration`` spelling is accepted."""
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
+                 dropout_ration=0.5, use_batchnorm=False, l1_lambda=0, dtype="float32",
+                 device=None, seed=None, dropout_ratio=None):
+        if dropout_ratio is not None:
+            dropout_ration = dropout_ratio
+        input_size = _positive_int(input_size, "input_size")
+        output_size = _positive_int(output_size, "output_size")
+        hidden_size_list = [_positive_int(h, "hidden_size_list entry") for h in hidden_size_list]
+        act = _activation(activation)
+        self.config = dict(type=type(self).__name__, input_size=input_size,
+                           hidden_size_list=hidden_size_list, output_size=output_size,
+                           activation=activation, weight_init_std=weight_init_std,
+                           weight_decay_lambda=weight_decay_lambda, use_dropout=use_dropout,
+                           dropout_ratio=dropout_ration, use_batchnorm=use_batchnorm,
+                           l1_lambda=l1_lambda)
+        rng = _rng(seed)
+        sizes = [input_size] + hidden_size_list + [output_size]
+        layers = []
+        for i in range(1, len(sizes)):
+            n_in, n_out = sizes[i - 1], sizes[i]
+            std = init_std(weight_init_std, n_in, n_out)
+            layers.append(L.Affine(_weights(rng, (n_in, n_out), std), _zeros(n_out)))
+            if i == len(sizes) - 1:
+                break
+            if use_batchnorm:
+                layers.append(L.BatchNormalization(_zeros(n_out) + 1, _zeros(n_out)))
+            layers.append(act())
+            if use_dropout:
+                layers.append(L.Dropout(dropout_ration))
+        super().__init__(layers, L.SoftmaxWithLoss(), weight_decay_lambda, l1_lambda)
+        _finish(self, device, dtype)
+
+
+class MultiLayerNet(MultiLayerNetExtend):
+    """The book's plain fully connected net (no BatchNorm, no Dropout)."""
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, l1_lambda=0, dtype="float32",
+                 device=None, seed=None):
+        super().__init__(input_size, hidden_size_list, output_size, activation, weight_init_std,
+                         weight_decay_lambda, l1_lambda=l1_lambda, dtype=dtype, device=device,
+                         seed=seed)
+        self.config = {k: v for k, v in self.config.items()
+                       if k not in ("use_dropout", "dropout_ratio", "use_batchnorm")}
+        self.config["type"] = type(self).__name__
+        self.config["dtype"] = _dtype_name(dtype)
+
+
+class TwoLayerNet(Sequential):
+    """Chapter 5's net: Affine - Relu - Affine - SoftmaxWithLoss."""
+
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
+                 dtype="float32", device=None, seed=None):
+        input_size = _positive_int(input_size, "input_size")
+        hidden_size = _positive_int(hidden_size, "hidden_size")
+        output_size = _positive_int(output_size, "output_size")
+        self.config = dict(type="TwoLayerNet", input_size=input_size, hidden_size=hidden_size,
+                           output_size=output_size, weight_init_std=weight_init_std)
+        rng = _rng(seed)
+        s1 = init_std(weight_init_std, input_size)
+        s2 = init_std(weight_init_std, hidden_size)
+        layers = [L.Affine(_weights(rng, (input_size, hidden_size), s1), _zeros(hidden_size)),
+                  L.Relu(),
+                  L.Affine(_weights(rng, (hidden_size, output_size), s2), _zeros(output_size))]
+        super().__init__(layers, L.SoftmaxWithLoss())
+        _finish(self, device, dtype)
+
+
+def _conv_param(p, name, default):
+    q = dict(default)
+    if p is not None:
+        unknown = set(p) - set(default)
+        if unknown:
+            raise ValueError("%s: unknown keys %s; valid: %s"
+                             % (name, sorted(unknown), sorted(default)))
+        q.update(p)
+    return q
+
+
+def _input_dim(input_dim):
+    if len(input_dim) != 3:
+        raise ValueError("input_dim must be (C, H, W), got %r" % (input_dim,))
+    return tuple(_positive_int(v, "input_dim entry") for v in input_dim)
+
+
+class SimpleConvNet(Sequential):
+    """Chapter 7's net: Conv - Relu - Pool(2x2) - Affine - Relu - Affine - SoftmaxWithLoss."""
+
+    def __init__(self, input_dim=(1, 28, 28), conv_param=None, hidden_size=100, output_size=10,
+                 weight_init_std=0.01, weight_decay_lambda=0, dtype="float32", device=None,
+                 seed=None):
+        input_dim = _input_dim(input_dim)
+        cp = _conv_param(conv_param, "conv_param",
+                         {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
+        hidden_size = _positive_int(hidden_size, "hidden_size")
+        output_size = _positive_int(output_size, "output_size")
+        self.config = dict(type="SimpleConvNet", input_dim=list(input_dim), conv_param=cp,
+                           hidden_size=hidden_size, output_size=output_size,
+                           weight_init_std=weight_init_std,
+                           weight_decay_lambda=weight_decay_lambda)
+        rng = _rng(seed)
+        C, H, W = input_dim
+        fn, fs = _positive_int(cp["filter_num"], "filter_num"), _positive_int(cp["filter_size"],
+                                                                              "filter_size")
+        conv = L.Convolution(_weights(rng, (fn, C, fs, fs), init_std(weight_init_std, C * fs * fs)),
+                             _zeros(fn), cp["stride"], cp["pad"])
+        shape = conv.output_shape(input_dim)
+        pool = L.Pooling(2, 2, stride=2)
+        shape = pool.output_shape(shape)
+        flat = shape[0] * shape[1] * shape[2]
+        layers = [conv, L.Relu(), pool,
+                  L.Affine(_weights(rng, (flat, hidden_size), init_std(weight_init_std, flat)),
+                           _zeros(hidden_size)),
+                  L.Relu(),
+                  L.Affine(_weights(rng, (hidden_size, output_size),
+                                    init_std(weight_init_std, hidden_size)), _zeros(output_size))]
+        super().__init__(layers, L.SoftmaxWithLoss(), weight_decay_lambda)
+        _finish(self, device, dtype)
+
+
+class DeepConvNet(Sequential):
+    """Chapter 8's net (He init; about 99.4% on MNIST in the book):
+    conv-relu-conv-relu-pool-conv-relu-conv-relu-pool-conv-relu-conv-relu-pool-
+    affine-relu-dropout-affine-dropout-softmax."""
+
+    _DEFAULTS = (
+        {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+        {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+        {"filter_num": 32, "filter_size": 3, "pad": 1, "stride": 1},
+        {"filter_num": 32, "filter_size": 3, "pad": 2, "stride": 1},
+        {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
+        {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
+    )
+
+    def __init__(self, input_dim=(1, 28, 28), conv_param_1=None, conv_param_2=None,
+                 conv_param_3=None, conv_param_4=None, conv_param_5=None, conv_param_6=None,
+                 hidden_size=50, output_size=10, dropout_ratio=0.5, weight_decay_lambda=0,
+                 dtype="float32", device=None, seed=None):
+        input_dim = _input_dim(input_dim)
+        given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
+                 conv_param_6)
+        cps = [_conv_param(p, "conv_param_%d" % (i + 1), d)
+               for i, (p, d) in enumerate(zip(given, self._DEFAULTS))]
+        hidden_size = _positive_int(hidden_size, "hidden_size")
+        output_size = _positive_int(output_size, "output_size")
+        self.config = dict(type="DeepConvNet", input_dim=list(input_dim),
+                           **{"conv_param_%d" % (i + 1): c for i, c in enumerate(cps)},
+                           hidden_size=hidden_size, output_size=output_size,
+                           dropout_ratio=dropout_ratio, weight_decay_lambda=weight_decay_lambda)
+        rng = _rng(seed)
+        layers = []
+        shape = input_dim
+        for i, cp in enumerate(cps):
+            C = shape[0]
+            fn, fs = cp["filter_num"], cp["filter_size"]
+            conv = L.Convolution(_weights(rng, (fn, C, fs, fs), math.sqrt(2.0 / (C * fs * fs))),
+                                 _zeros(fn), cp["stride"], cp["pad"])
+            shape = conv.output_shape(shape)
+            layers += [conv, L.Relu()]
+            if i % 2 == 1:
+                pool = L.Pooling(2, 2, stride=2)
+                shape = pool.output_shape(shape)
+                layers.append(pool)
+        flat = shape[0] * shape[1] * shape[2]
+        layers += [L.Affine(_weights(rng, (flat, hidden_size), math.sqrt(2.0 / flat)),
+                            _zeros(hidden_size)),
+                   L.Relu(), L.Dropout(dropout_ratio),
+                   L.Affine(_weights(rng, (hidden_size, output_size),
+                                     math.sqrt(2.0 / hidden_size)), _zeros(output_size)),
+                   L.Dropout(dropout_ratio)]
+        super().__init__(layers, L.SoftmaxWithLoss(), weight_decay_lambda)
+        _finish(self, device, dtype)
+
+
+NETS = {"TwoLayerNet": TwoLayerNet, "MultiLayerNet": MultiLayerNet,
+        "MultiLayerNetExtend": MultiLayerNetExtend, "SimpleConvNet": SimpleConvNet,
+        "DeepConvNet": DeepConvNet}
+
+
+def build_net(config, device=None, dtype=None):
+    """Rebuild a ready net from its ``config`` (as saved in a parameter file)."""
+    cfg = dict(config)
+    name = cfg.pop("type", None)
+    cls = NETS.get(name)
+    if cls is None:
+        raise ValueError("unknown network type %r; known: %s" % (name, ", ".join(NETS)))
+    if dtype is not None:
+        cfg["dtype"] = dtype
+    if "input_dim" in cfg:
+        cfg["input_dim"] = tuple(cfg["input_dim"])
+    try:
+        return cls(device=device, **cfg)
+    except TypeError as e:
+        raise ValueError("can't rebuild %s from its saved config: %s" % (name, e)) from None
