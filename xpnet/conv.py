@@ -238,22 +238,38 @@ def _is_numpy(xp):
     return xp.__name__ == "numpy"
 
 
+def _buffer(ws, key, xp, shape, dtype):
+    """An uninitialised array from workspace dict `ws`, reused while shape, dtype and
+    array module match. Reuse spares the page faults of fresh multi-MB allocations,
+    which on the CPU cost as much as the copy that fills them."""
+    if ws is None:
+        return xp.empty(shape, dtype=dtype)
+    k = (key, tuple(shape), str(dtype), xp.__name__)
+    buf = ws.get(k)
+    if buf is None:
+        if len(ws) >= 4:   # e.g. training batch, eval batch, a last partial batch
+            ws.pop(next(iter(ws)))
+        buf = ws[k] = xp.empty(shape, dtype=dtype)
+    return buf
+
+
 # ---------------------------------------------------------------- im2col/col2im
 
-def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0):
-    """Columns of `x` (N, C, H, W) as a 6-D array ``(C, KH, KW, N, OH, OW)``."""
+def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0, workspace=None):
+    """Columns of `x` (N, C, H, W) as a 6-D array ``(C, KH, KW, N, OH, OW)``.
+
+    With a `workspace` dict the column buffer is reused across calls."""
     xp = get_array_module(x)
     N, C, H, W, sy, sx, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "im2col")
+    col = _buffer(workspace, "col", xp, (C, kh, kw, N, oh, ow), x.dtype)
     if _is_numpy(xp):
         xpd = _pad(xp, x, ph, pw, pad_value)
-        col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
         xt = xpd.transpose(1, 0, 2, 3)
         for ky in range(kh):
             ye = ky + sy * oh
             for kx in range(kw):
                 col[:, ky, kx] = xt[:, :, ky:ye:sy, kx:kx + sx * ow:sx]
         return col
-    col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
     _im2col_kernel()(xp.ascontiguousarray(x), N, C, H, W, kh, kw, oh, ow, sy, sx, ph, pw,
                      x.dtype.type(pad_value), col)
     return col
@@ -304,13 +320,14 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 # ---------------------------------------------------------------- convolution
 
-def conv2d_forward(x, W, b, stride=1, pad=0):
+def conv2d_forward(x, W, b, stride=1, pad=0, workspace=None):
     """``y = conv(x, W) + b`` for x (N,C,H,W), W (FN,C,KH,KW), b (FN,) or None.
 
-    Returns ``(y, col)``; keep `col` for `conv2d_backward`."""
+    Returns ``(y, col)``; keep `col` for `conv2d_backward`. A `workspace` dict
+    (one per layer) lets the large column buffers be reused between steps."""
     xp = get_array_module(x, W)
     FN, C, kh, kw = W.shape
-    col = im2col_cnhw(x, kh, kw, stride, pad)
+    col = im2col_cnhw(x, kh, kw, stride, pad, workspace=workspace)
     _, _, _, N, oh, ow = col.shape
     y = xp.dot(W.reshape(FN, -1), col.reshape(C * kh * kw, -1))       # (FN, N*OH*OW)
     if b is not None:
@@ -319,7 +336,7 @@ def conv2d_forward(x, W, b, stride=1, pad=0):
     return y, col
 
 
-def conv2d_backward(dy, col, W, x_shape, stride=1, pad=0, need_dx=True):
+def conv2d_backward(dy, col, W, x_shape, stride=1, pad=0, need_dx=True, workspace=None):
     """Gradients ``(dx, dW, db)`` of `conv2d_forward` (dx is None if not `need_dx`)."""
     xp = get_array_module(dy, W)
     FN, C, kh, kw = W.shape
@@ -329,7 +346,8 @@ def conv2d_backward(dy, col, W, x_shape, stride=1, pad=0, need_dx=True):
     db = dy2.sum(axis=1)
     dx = None
     if need_dx:
-        dcol = xp.dot(W.reshape(FN, -1).T, dy2).reshape(col.shape)
+        dcol = _buffer(workspace, "dcol", xp, col.shape, col.dtype)
+        xp.dot(W.reshape(FN, -1).T, dy2, out=dcol.reshape(C * kh * kw, -1))
         dx = col2im_cnhw(dcol, x_shape, kh, kw, stride, pad)
     return dx, dW, db
 
@@ -346,8 +364,13 @@ def _pool_geometry(x_shape, kh, kw, stride, pad, what):
 
 
 def max_pool_forward(x, kh, kw, stride, pad=0):
-    """Max pooling with -inf padding. Returns ``(y, arg)`` where `arg` holds, per
-    output, the index ``ky*KW + kx`` of the first maximum in its window."""
+    """Max pooling with -inf padding. Returns ``(y, ctx)``; pass `ctx` to
+    `max_pool_backward`, which routes each gradient to the first maximum of its
+    window (row-major), as ``argmax`` would.
+
+    On CuPy `ctx` is the int32 argmax index ``ky*KW + kx`` per output; on NumPy it
+    is the (padded) input, and the backward finds the first maximum by comparison,
+    which is cheaper than tracking the index through strided slices."""
     xp = get_array_module(x)
     N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x.shape, kh, kw, stride, pad, "Pooling")
     if not _is_numpy(xp):
@@ -357,42 +380,48 @@ def max_pool_forward(x, kh, kw, stride, pad=0):
                               y, arg)
         return y, arg
     xpd = _pad(xp, x, ph, pw, -xp.inf)
-    # Strict '>' over windows in (ky, kx) order keeps the first maximum, as argmax does.
-    y = xpd[:, :, 0:sy * oh:sy, 0:sx * ow:sx].copy()
-    arg = xp.zeros((N, C, oh, ow), dtype=xp.uint8 if kh * kw < 256 else xp.int32)
-    better = xp.empty((N, C, oh, ow), dtype=bool)
-    for ky in range(kh):
-        for kx in range(kw):
-            if ky == 0 and kx == 0:
-                continue
-            v = xpd[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
-            xp.greater(v, y, out=better)
-            xp.copyto(y, v, where=better)
-            xp.copyto(arg, ky * kw + kx, where=better)
-    return y, arg
+    win = [xpd[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+           for ky in range(kh) for kx in range(kw)]
+    if len(win) == 1:
+        return win[0].copy(), xpd
+    y = xp.maximum(win[0], win[1])
+    for v in win[2:]:
+        xp.maximum(y, v, out=y)
+    return y, xpd
 
 
-def max_pool_backward(dy, arg, x_shape, kh, kw, stride, pad=0):
+def max_pool_backward(dy, ctx, x_shape, kh, kw, stride, pad=0, y=None):
+    """Gradient of `max_pool_forward`; `y` is its output (needed on NumPy)."""
     xp = get_array_module(dy)
     N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x_shape, kh, kw, stride, pad, "Pooling")
     if not _is_numpy(xp):
         dx = xp.empty((N, C, H, W), dtype=dy.dtype)
-        _maxpool_bwd_kernel()(xp.ascontiguousarray(dy), xp.ascontiguousarray(arg),
+        _maxpool_bwd_kernel()(xp.ascontiguousarray(dy), xp.ascontiguousarray(ctx),
                               H, W, kh, kw, oh, ow, sy, sx, ph, pw, dx)
         return dx
+    if y is None:
+        raise ValueError("max_pool_backward on NumPy needs the forward output y")
+    xpd = ctx
     overlap = sy < kh or sx < kw
-    alloc = xp.zeros if (overlap or ph or pw or (H + 2 * ph - kh) % sy or (W + 2 * pw - kw) % sx
-                         or sy > kh or sx > kw) else xp.empty
-    dxp = alloc((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
-    zero = dy.dtype.type(0)
-    for ky in range(kh):
-        for kx in range(kw):
-            sl = dxp[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
-            g = xp.where(arg == ky * kw + kx, dy, zero)
-            if overlap:
-                sl += g
-            else:
-                sl[...] = g
+    covered = not (overlap or ph or pw or sy > kh or sx > kw
+                   or (H - kh) % sy or (W - kw) % sx)
+    dxp = (xp.empty if covered else xp.zeros)((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    rest = dy.copy()                      # gradient not yet given to an earlier maximum
+    hit = xp.empty((N, C, oh, ow), dtype=bool)
+    g = xp.empty_like(rest)
+    n = kh * kw
+    for q in range(n):
+        ky, kx = divmod(q, kw)
+        sl = (slice(None), slice(None), slice(ky, ky + sy * oh, sy), slice(kx, kx + sx * ow, sx))
+        xp.equal(xpd[sl], y, out=hit)
+        if overlap:
+            xp.multiply(rest, hit, out=g)
+            dxp[sl] += g
+        else:
+            xp.multiply(rest, hit, out=dxp[sl])
+            g = dxp[sl]
+        if q < n - 1:
+            rest -= g                     # exact: each entry loses all of itself or nothing
     if ph or pw:
         dxp = xp.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
     return dxp

@@ -60,6 +60,8 @@ class Layer:
     def _clear_cache(self):
         for k in [k for k in vars(self) if k.startswith("_c_")]:
             setattr(self, k, None)
+        if hasattr(self, "_workspace"):
+            self._workspace = {}
 
     # -- checks: errors that name the layer and say what was expected
 
@@ -103,16 +105,17 @@ _relu_bwd = ("T y, T dy", "T dx", "dx = y > (T)0 ? dy : (T)0", "xpnet_relu_bwd")
 class Relu(Layer):
     def forward(self, x, train_flg=False):
         xp = self._check_input(x)
-        self._c_out = out = xp.maximum(x, x.dtype.type(0))
+        out = xp.maximum(x, x.dtype.type(0))
+        # NumPy multiplies by a bool mask ~10x faster than np.where selects.
+        self._c_mask = out if is_gpu_array(out) else out > 0
         return out
 
     def backward(self, dout):
-        out = self._c_out
-        self._check_dout(dout, out.shape)
-        if is_gpu_array(out):
-            return elementwise_kernel(*_relu_bwd)(out, dout)
-        xp = get_array_module(out)
-        return xp.where(out > 0, dout, dout.dtype.type(0))
+        mask = self._c_mask
+        self._check_dout(dout, mask.shape)
+        if is_gpu_array(mask):
+            return elementwise_kernel(*_relu_bwd)(mask, dout)
+        return dout * mask
 
 
 class Sigmoid(Layer):
@@ -264,6 +267,7 @@ class Convolution(Layer):
         self.grads = {"W": None, "b": None}
         self.stride = _conv._pair(stride, "Convolution stride")
         self.pad = _conv._pair(pad, "Convolution pad")
+        self._workspace = {}
         if min(self.stride) < 1 or min(self.pad) < 0:
             raise ValueError("Convolution: stride must be >= 1 and pad >= 0, got stride=%r pad=%r"
                              % (stride, pad))
@@ -280,7 +284,8 @@ class Convolution(Layer):
         if x.shape[1] != W.shape[1]:
             raise ValueError("Convolution: input has %d channels (shape %s), W expects %d"
                              % (x.shape[1], tuple(x.shape), W.shape[1]))
-        out, self._c_col = _conv.conv2d_forward(x, W, self.params["b"], self.stride, self.pad)
+        out, self._c_col = _conv.conv2d_forward(x, W, self.params["b"], self.stride, self.pad,
+                                                self._workspace)
         self._c_shape = x.shape
         self._c_oshape = out.shape
         return out
@@ -288,7 +293,8 @@ class Convolution(Layer):
     def backward(self, dout):
         self._check_dout(dout, self._c_oshape)
         dx, dW, db = _conv.conv2d_backward(dout, self._c_col, self.params["W"], self._c_shape,
-                                           self.stride, self.pad, self.need_input_grad)
+                                           self.stride, self.pad, self.need_input_grad,
+                                           self._workspace)
         self.grads["W"] = dW
         if self.params["b"] is not None:
             self.grads["b"] = db
@@ -324,6 +330,7 @@ class Pooling(Layer):
         if self.mode == "max":
             out, self._c_arg = _conv.max_pool_forward(x, self.pool_h, self.pool_w, self.stride,
                                                       self.pad)
+            self._c_out = out
         else:
             out = _conv.avg_pool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
         self._c_oshape = out.shape
@@ -333,7 +340,7 @@ class Pooling(Layer):
         self._check_dout(dout, self._c_oshape)
         if self.mode == "max":
             return _conv.max_pool_backward(dout, self._c_arg, self._c_shape, self.pool_h,
-                                           self.pool_w, self.stride, self.pad)
+                                           self.pool_w, self.stride, self.pad, y=self._c_out)
         return _conv.avg_pool_backward(dout, self._c_shape, self.pool_h, self.pool_w,
                                        self.stride, self.pad)
 

@@ -76,6 +76,7 @@ class _Progress:
     def __init__(self, label: str, total: Optional[int], enabled: bool):
         self.label, self.total, self.enabled = label, total, enabled
         self.last = 0.0
+        self.closed = False
 
     def update(self, done: int, final: bool = False) -> None:
         if not self.enabled:
@@ -91,6 +92,7 @@ class _Progress:
         else:
             text = f"{mb:6.1f} MB"
         end = "\n" if final else ""
+        self.closed = final
         sys.stderr.write(f"\r  {self.label}: {text}{end}")
         sys.stderr.flush()
 
@@ -212,6 +214,7 @@ def download_file(
             failures.append((url, f"cannot write to {dest_dir}: {e}"))
             raise DownloadError(filename, failures) from None
         tmp = Path(tmp_name)
+        bar = None
         try:
             host = urllib.parse.urlsplit(url).netloc or url
             bar = _Progress(f"{filename} from {host}", None, show)
@@ -234,7 +237,8 @@ def download_file(
                 unreachable[base] = reason
             failures.append((url, reason))
         finally:
-            if show:
+            if bar is not None and bar.last and not bar.closed:
+                sys.stderr.write("\n")  # end a half-drawn progress line
                 sys.stderr.flush()
             try:
                 tmp.unlink()

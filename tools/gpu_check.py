@@ -1,0 +1,94 @@
+"""GPU smoke check: CuPy kernels against the NumPy path, and a quick step timing.
+
+    XPNET_DEVICE=gpu python tools/gpu_check.py [--time]
+"""
+import sys
+import time
+
+import numpy as np
+
+import xpnet
+from xpnet import conv
+
+
+def close(a, b, tol=1e-5):
+    a, b = xpnet.asnumpy(a).astype(np.float64), xpnet.asnumpy(b).astype(np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+    assert err < tol, err
+    return err
+
+
+def kernels(cp):
+    rng = np.random.default_rng(0)
+    geos = [((2, 3, 7, 9), (3, 2), 1, 0), ((1, 4, 10, 8), (3, 3), 2, 1), ((3, 5, 11, 12), (5, 3), 3, 2),
+            ((2, 33, 6, 6), (2, 2), 2, 0), ((4, 1, 28, 28), (5, 5), 1, 2)]
+    worst = 0
+    for shape, (kh, kw), s, p in geos:
+        x = rng.standard_normal(shape)
+        xg = cp.asarray(x)
+        c0 = conv.im2col_cnhw(x, kh, kw, s, p)
+        c1 = conv.im2col_cnhw(xg, kh, kw, s, p)
+        worst = max(worst, close(c1, c0, 1e-12))
+        worst = max(worst, close(conv.col2im_cnhw(cp.asarray(c0), shape, kh, kw, s, p),
+                                 conv.col2im_cnhw(c0, shape, kh, kw, s, p), 1e-12))
+        if 2 * p <= min(kh, kw):
+            y0, a0 = conv.max_pool_forward(x, kh, kw, s, p)
+            y1, a1 = conv.max_pool_forward(xg, kh, kw, s, p)
+            worst = max(worst, close(y1, y0, 1e-12))
+            dy = rng.standard_normal(y0.shape)
+            worst = max(worst, close(conv.max_pool_backward(cp.asarray(dy), a1, shape, kh, kw, s, p),
+                                     conv.max_pool_backward(dy, a0, shape, kh, kw, s, p, y=y0), 1e-12))
+            worst = max(worst, close(conv.avg_pool_forward(xg, kh, kw, s, p),
+                                     conv.avg_pool_forward(x, kh, kw, s, p), 1e-12))
+            worst = max(worst, close(conv.avg_pool_backward(cp.asarray(dy), shape, kh, kw, s, p),
+                                     conv.avg_pool_backward(dy, shape, kh, kw, s, p), 1e-12))
+    print("kernels vs numpy: worst rel err %.2e" % worst)
+    rng = np.random.default_rng(1)
+    for cls, kw, shape in [(xpnet.SimpleConvNet, {}, (8, 1, 28, 28)),
+                           (xpnet.DeepConvNet, dict(dropout_ratio=0.0), (8, 1, 28, 28)),
+                           (xpnet.MultiLayerNetExtend, dict(input_size=784, hidden_size_list=[50, 50],
+                                                            output_size=10, use_batchnorm=True),
+                            (8, 784))]:
+        x = rng.random(shape)
+        t = rng.integers(0, 10, shape[0])
+        n0 = cls(dtype="float64", device="cpu", seed=3, **kw)
+        n1 = cls(dtype="float64", device="gpu", seed=3, **kw)
+        g0 = n0.gradient(x, t)
+        g1 = n1.gradient(x, t)
+        e = max(close(g1[k], g0[k], 1e-9) for k in g0)
+        print("%s float64 gradients gpu vs cpu: %.2e" % (cls.__name__, e))
+
+
+def timing(cp, reps=50):
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    for name in ("SimpleConvNet", "DeepConvNet"):
+        for bs in (100, 1000):
+            net = getattr(xpnet, name)(device="gpu", seed=0)
+            if name == "DeepConvNet":
+                pass
+            opt = xpnet.Adam(lr=1e-3)
+            xs = [cp.asarray(rng.random((bs, 1, 28, 28), dtype=np.float32)) for _ in range(4)]
+            ts = [cp.asarray(rng.integers(0, 10, bs)) for _ in range(4)]
+            for i in range(5):
+                opt.update(net.params, net.gradient(xs[i % 4], ts[i % 4]))
+            cp.cuda.get_current_stream().synchronize()
+            a = time.perf_counter()
+            for i in range(reps):
+                opt.update(net.params, net.gradient(xs[i % 4], ts[i % 4]))
+            cp.cuda.get_current_stream().synchronize()
+            ms = (time.perf_counter() - a) / reps * 1e3
+            print("%s b%d xpnet %.2f ms/step" % (name, bs, ms))
+
+
+if __name__ == "__main__":
+    xpnet.set_device("gpu")
+    cp = xpnet.backend._load_cupy()
+    print("cupy", cp.__version__, "numpy", np.__version__)
+    kernels(cp)
+    if "--time" in sys.argv:
+        timing(cp)
