@@ -92,3 +92,40 @@ if __name__ == "__main__":
     kernels(cp)
     if "--time" in sys.argv:
         timing(cp)
+
+
+def profile(cp, name="DeepConvNet", bs=100, reps=30):
+    """Per-layer forward/backward time (synchronised after each layer, so only the shares count)."""
+    rng = np.random.default_rng(0)
+    net = getattr(xpnet, name)(device="gpu", seed=0)
+    x = cp.asarray(rng.random((bs, 1, 28, 28), dtype=np.float32))
+    t = cp.asarray(rng.integers(0, 10, bs))
+    opt = xpnet.Adam(lr=1e-3)
+    fw = {}
+    bw = {}
+    sync = cp.cuda.get_current_stream().synchronize
+    for r in range(reps + 3):
+        h = x
+        for i, layer in enumerate(net.layers):
+            sync(); a = time.perf_counter()
+            h = layer.forward(h, True)
+            sync(); fw[i] = fw.get(i, 0) + (time.perf_counter() - a if r >= 3 else 0)
+        sync(); a = time.perf_counter()
+        net.last_layer.forward(h, t)
+        d = net.last_layer.backward()
+        sync(); lt = time.perf_counter() - a
+        for i in reversed(range(len(net.layers))):
+            sync(); a = time.perf_counter()
+            d = net.layers[i].backward(d)
+            sync(); bw[i] = bw.get(i, 0) + (time.perf_counter() - a if r >= 3 else 0)
+        sync(); a = time.perf_counter()
+        opt.update(net.params, net.grads)
+        sync(); ot = time.perf_counter() - a
+    for i, layer in enumerate(net.layers):
+        print("  %-28s fwd %.3f ms  bwd %.3f ms" % (repr(layer)[:28], fw[i] / reps * 1e3, bw[i] / reps * 1e3))
+    print("  loss fwd+bwd %.3f ms, adam %.3f ms" % (lt * 1e3, ot * 1e3))
+
+
+if __name__ == "__main__" and "--profile" in sys.argv:
+    profile(cp, "DeepConvNet")
+    profile(cp, "SimpleConvNet")

@@ -201,29 +201,39 @@ class Affine(Layer):
 # ------------------------------------------------------------------ loss layers
 
 class SoftmaxWithLoss(Layer):
-    """Softmax + mean cross-entropy. `t`: integer labels (N,) or one-hot (N, C)."""
+    """Softmax + mean cross-entropy. `t`: integer labels (N,), or targets of shape (N, C):
+    one-hot or soft (rows of class probabilities), any numeric dtype."""
 
     def forward(self, x, t):
         xp = self._check_input(x, ndim=2, what="scores")
         t = to_device(t, device_of(x)) if is_gpu_array(x) != is_gpu_array(t) else t
-        if t.dtype.kind == "f" and t.shape == x.shape:
-            t = t.argmax(axis=1)
+        if t.shape == x.shape and t.dtype.kind in "fiub":
+            t = t.astype(x.dtype, copy=False)
         elif t.dtype.kind not in "iu" or t.shape != (x.shape[0],):
             raise ValueError("SoftmaxWithLoss: labels must be integer class indices of shape (%d,) "
-                             "or one-hot of shape %s, got dtype %s shape %s"
+                             "or one-hot/soft targets of shape %s, got dtype %s shape %s"
                              % (x.shape[0], tuple(x.shape), t.dtype, tuple(t.shape)))
         self._c_t = t
         y = F.softmax(x)
         self._c_y = y
-        p = xp.take_along_axis(y, t[:, None].astype(xp.intp, copy=False), axis=1)
-        self.loss = -xp.log(p + y.dtype.type(1e-7)).sum() / y.dtype.type(x.shape[0])
+        eps = y.dtype.type(1e-7)
+        n = y.dtype.type(x.shape[0])
+        if t.ndim == 2:
+            self.loss = -(t * xp.log(y + eps)).sum() / n
+        else:
+            p = xp.take_along_axis(y, t[:, None].astype(xp.intp, copy=False), axis=1)
+            self.loss = -xp.log(p + eps).sum() / n
         return self.loss
 
     def backward(self, dout=1):
         xp = get_array_module(self._c_y)
         y, t = self._c_y, self._c_t
         n = y.shape[0]
-        dx = y - (t[:, None] == xp.arange(y.shape[1]))
+        if t.ndim == 2:
+            # d/dx of -sum(t*log softmax(x)) is y*sum(t) - t (= y - t for one-hot rows)
+            dx = y * t.sum(axis=1, keepdims=True) - t
+        else:
+            dx = y - (t[:, None] == xp.arange(y.shape[1]))
         dx *= y.dtype.type(1.0 / n) * (y.dtype.type(dout) if not hasattr(dout, "shape")
                                        else dout.astype(y.dtype))
         return dx
@@ -317,6 +327,10 @@ class Pooling(Layer):
         if min(self.stride) < 1 or min(self.pad) < 0:
             raise ValueError("Pooling: stride must be >= 1 and pad >= 0, got stride=%r pad=%r"
                              % (stride, pad))
+        # Checked here too so a bad net fails when built, not at its first batch.
+        if 2 * self.pad[0] > self.pool_h or 2 * self.pad[1] > self.pool_w:
+            raise ValueError("Pooling: pad %r must be at most half the window (%d, %d), or some "
+                             "windows would see only padding" % (pad, self.pool_h, self.pool_w))
         self.mode = mode
 
     def output_shape(self, input_shape):

@@ -283,9 +283,9 @@ class Sequential:
 
     # -- persistence
     def state_dict(self):
-        """Parameters and buffers as host NumPy arrays."""
-        d = {k: asnumpy(v) for k, v in self.params.items()}
-        d.update({k: asnumpy(v) for k, v in self.buffers.items()})
+        """Parameters and buffers as host NumPy arrays (a snapshot: copies on every device)."""
+        d = {k: asnumpy(v).copy() for k, v in self.params.items()}
+        d.update({k: asnumpy(v).copy() for k, v in self.buffers.items()})
         return d
 
     def load_state_dict(self, arrays, strict=True):

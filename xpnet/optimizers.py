@@ -7,7 +7,8 @@ kernel per parameter.
 """
 import math
 
-from .backend import asnumpy, elementwise_kernel, get_array_module, is_gpu_array, to_device
+from .backend import (asnumpy, device_of, elementwise_kernel, get_array_module, is_gpu_array,
+                      to_device)
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
            "get_optimizer", "OPTIMIZERS"]
@@ -32,6 +33,9 @@ class Optimizer:
         if st is None or any(st[s].shape != p.shape for s in self._slots):
             xp = get_array_module(p)
             st = self.state[key] = {s: xp.zeros_like(p) for s in self._slots}
+        elif any(is_gpu_array(a) != is_gpu_array(p) for a in st.values()):
+            # the net was moved (net.to) without the optimizer: the state follows it
+            st = self.state[key] = {s: to_device(a, device_of(p)) for s, a in st.items()}
         return st
 
     def update(self, params, grads):
@@ -60,7 +64,9 @@ class Optimizer:
             "type": type(self).__name__,
             "hyper": {h: getattr(self, h) for h in self._hyper},
             "t": self.t,
-            "state": {k: {s: asnumpy(a) for s, a in st.items()} for k, st in self.state.items()},
+            # copies: on the CPU asnumpy would hand out the live arrays, not a snapshot
+            "state": {k: {s: asnumpy(a).copy() for s, a in st.items()}
+                      for k, st in self.state.items()},
         }
 
     def load_state_dict(self, sd, device=None):
@@ -72,7 +78,8 @@ class Optimizer:
                 raise ValueError("%s: unknown hyper-parameter %r in state" % (type(self).__name__, h))
             setattr(self, h, v)
         self.t = int(sd["t"])
-        self.state = {k: {s: to_device(a, device) for s, a in st.items()}
+        # copies, so two optimizers loaded from one dict don't share state
+        self.state = {k: {s: to_device(a, device).copy() for s, a in st.items()}
                       for k, st in sd["state"].items()}
         return self
 
@@ -199,10 +206,6 @@ class Adam(Optimizer):
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
         super().__init__(lr)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-
-    def update(self, params, grads):
-        self._lr_t = None
-        super().update(params, grads)
 
     def _update_one(self, key, p, g, st):
         t = self.t

@@ -28,6 +28,10 @@ def atomic_write_bytes(path, data):
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
+        # mkstemp makes 0600 files; give the usual umask-based mode instead
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -62,6 +66,12 @@ def load_arrays(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError("parameter file not found: %s" % path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        # np.load would try pickle on it and report "pickled data", which misleads
+        raise ValueError("%s is not a readable .npz file: it is not a zip archive (starts with %r)"
+                         % (path, head))
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

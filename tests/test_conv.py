@@ -1,0 +1,377 @@
+"""im2col/col2im, convolution and pooling against plain-loop references written here."""
+import itertools
+
+import numpy as np
+import pytest
+
+from xpnet import conv
+from xpnet.layers import AvgPooling, Convolution, Pooling
+
+# ---------------------------------------------------------------- references (plain loops)
+
+
+def ref_conv(x, W, b, stride, pad):
+    N, C, H, Wd = x.shape
+    FN, _, KH, KW = W.shape
+    sy, sx = stride
+    py, px = pad
+    xp_ = np.zeros((N, C, H + 2 * py, Wd + 2 * px))
+    xp_[:, :, py:py + H, px:px + Wd] = x
+    OH = (H + 2 * py - KH) // sy + 1
+    OW = (Wd + 2 * px - KW) // sx + 1
+    y = np.zeros((N, FN, OH, OW))
+    for n in range(N):
+        for f in range(FN):
+            for i in range(OH):
+                for j in range(OW):
+                    win = xp_[n, :, i * sy:i * sy + KH, j * sx:j * sx + KW]
+                    y[n, f, i, j] = (win * W[f]).sum() + (0 if b is None else b[f])
+    return y
+
+
+def ref_pool(x, kh, kw, stride, pad, mode):
+    """Max pools over -inf padding, avg divides by kh*kw (zero padding counted);
+    also returns the max-pool gradient of sum(y * dy) routed to each window's first max."""
+    N, C, H, W = x.shape
+    sy, sx = stride
+    py, px = pad
+    fill = -np.inf if mode == "max" else 0.0
+    xp_ = np.full((N, C, H + 2 * py, W + 2 * px), fill)
+    xp_[:, :, py:py + H, px:px + W] = x
+    OH = (H + 2 * py - kh) // sy + 1
+    OW = (W + 2 * px - kw) // sx + 1
+    y = np.zeros((N, C, OH, OW))
+    first = np.zeros((N, C, OH, OW, 2), dtype=int)
+    for n, c, i, j in itertools.product(range(N), range(C), range(OH), range(OW)):
+        win = xp_[n, c, i * sy:i * sy + kh, j * sx:j * sx + kw]
+        if mode == "max":
+            k = int(np.argmax(win))           # first maximum, row-major
+            y[n, c, i, j] = win.flat[k]
+            first[n, c, i, j] = (i * sy + k // kw - py, j * sx + k % kw - px)
+        else:
+            y[n, c, i, j] = win.sum() / (kh * kw)
+    return y, first
+
+
+def ref_pool_backward(x_shape, dy, first, kh, kw, stride, pad, mode):
+    N, C, H, W = x_shape
+    sy, sx = stride
+    py, px = pad
+    dx = np.zeros((N, C, H + 2 * py, W + 2 * px))
+    OH, OW = dy.shape[2:]
+    for n, c, i, j in itertools.product(range(N), range(C), range(OH), range(OW)):
+        if mode == "max":
+            yy, xx = first[n, c, i, j]
+            dx[n, c, yy + py, xx + px] += dy[n, c, i, j]
+        else:
+            dx[n, c, i * sy:i * sy + kh, j * sx:j * sx + kw] += dy[n, c, i, j] / (kh * kw)
+    return dx[:, :, py:py + H, px:px + W]
+
+
+def ref_conv_backward(x, W, dy, stride, pad):
+    """dx, dW, db of sum(conv(x, W) * dy) by loops over the output."""
+    N, C, H, Wd = x.shape
+    FN, _, KH, KW = W.shape
+    sy, sx = stride
+    py, px = pad
+    xp_ = np.zeros((N, C, H + 2 * py, Wd + 2 * px))
+    xp_[:, :, py:py + H, px:px + Wd] = x
+    dxp = np.zeros_like(xp_)
+    dW = np.zeros_like(W)
+    for n, f, i, j in itertools.product(range(N), range(FN), range(dy.shape[2]),
+                                        range(dy.shape[3])):
+        g = dy[n, f, i, j]
+        dW[f] += g * xp_[n, :, i * sy:i * sy + KH, j * sx:j * sx + KW]
+        dxp[n, :, i * sy:i * sy + KH, j * sx:j * sx + KW] += g * W[f]
+    return dxp[:, :, py:py + H, px:px + Wd], dW, dy.sum(axis=(0, 2, 3))
+
+
+# ---------------------------------------------------------------- golden values (seminar slides)
+
+GOLD_X = np.array([[1, 2, 3, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 3, 0, 1]], dtype=float)
+GOLD_W = np.array([[2, 0, 1], [0, 1, 2], [1, 0, 2]], dtype=float)
+GOLD_Y = [[15, 16], [6, 15]]
+GOLD_Y_PAD1 = [[7, 12, 10, 2], [4, 15, 16, 10], [10, 6, 15, 6], [8, 10, 4, 3]]
+POOL_X = np.array([[1, 2, 1, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 4, 0, 1]], dtype=float)
+POOL_MAX = [[2, 3], [4, 2]]
+POOL_AVG = [[1.0, 1.5], [2.25, 1.0]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_golden_convolution_functions(backend, dtype):
+    x = backend.asarray(GOLD_X[None, None], dtype=dtype)
+    W = backend.asarray(GOLD_W[None, None], dtype=dtype)
+    y, _ = conv.conv2d_forward(x, W, None)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(backend.np(y)[0, 0], GOLD_Y)
+    y, _ = conv.conv2d_forward(x, W, backend.asarray([3.0], dtype=dtype))
+    np.testing.assert_array_equal(backend.np(y)[0, 0], np.array(GOLD_Y) + 3)
+    y, _ = conv.conv2d_forward(x, W, None, stride=1, pad=1)
+    np.testing.assert_array_equal(backend.np(y)[0, 0], GOLD_Y_PAD1)
+    # the book's 2-D im2col times the flattened filter gives the same numbers
+    col = conv.im2col(x, 3, 3, 1, 0)
+    assert col.shape == (4, 9)
+    np.testing.assert_array_equal(backend.np(col @ W.reshape(1, -1).T).reshape(2, 2), GOLD_Y)
+
+
+def test_golden_convolution_layer(backend):
+    x = backend.asarray(GOLD_X[None, None], dtype=np.float32)
+    W = backend.asarray(GOLD_W[None, None], dtype=np.float32)
+    b = backend.asarray([3.0], dtype=np.float32)
+    assert backend.np(Convolution(W, b * 0).forward(x))[0, 0].tolist() == GOLD_Y
+    assert backend.np(Convolution(W, b).forward(x))[0, 0].tolist() == \
+        (np.array(GOLD_Y) + 3).tolist()
+    assert backend.np(Convolution(W, None, pad=1).forward(x))[0, 0].tolist() == GOLD_Y_PAD1
+
+
+def test_golden_pooling(backend):
+    x = backend.asarray(POOL_X[None, None], dtype=np.float32)
+    y, _ = conv.max_pool_forward(x, 2, 2, 2)
+    assert backend.np(y)[0, 0].tolist() == POOL_MAX
+    assert backend.np(Pooling(2, 2, stride=2).forward(x))[0, 0].tolist() == POOL_MAX
+    assert backend.np(conv.avg_pool_forward(x, 2, 2, 2))[0, 0].tolist() == POOL_AVG
+    assert backend.np(AvgPooling(2, 2, stride=2).forward(x))[0, 0].tolist() == POOL_AVG
+    # the gradient goes to the maximum of each window
+    layer = Pooling(2, 2, stride=2)
+    layer.forward(x)
+    dx = backend.np(layer.backward(backend.asarray(np.ones((1, 1, 2, 2)), dtype=np.float32)))
+    expect = np.zeros((4, 4))
+    expect[0, 1] = expect[1, 3] = expect[3, 1] = expect[2, 3] = 1
+    np.testing.assert_array_equal(dx[0, 0], expect)
+
+
+# ---------------------------------------------------------------- random shapes vs loops
+
+# (N, C, H, W), (FN, KH, KW), stride, pad
+CONV_CASES = [
+    ((1, 1, 5, 5), (1, 3, 3), 1, 0),
+    ((2, 3, 7, 9), (4, 3, 2), 1, 1),
+    ((1, 2, 8, 6), (3, 2, 3), 2, 0),
+    ((2, 3, 10, 7), (2, 3, 3), 3, 2),
+    ((1, 4, 6, 11), (5, 1, 4), (2, 3), (1, 2)),
+    ((3, 2, 5, 4), (2, 5, 4), 1, 2),
+    ((1, 1, 4, 4), (1, 4, 4), 1, 0),
+]
+
+
+@pytest.mark.parametrize("shape,fshape,stride,pad", CONV_CASES)
+def test_conv_forward_backward_vs_loops(backend, shape, fshape, stride, pad):
+    rng = np.random.default_rng(sum(shape) * 7 + sum(fshape))
+    s = stride if isinstance(stride, tuple) else (stride, stride)
+    p = pad if isinstance(pad, tuple) else (pad, pad)
+    FN, KH, KW = fshape
+    x = rng.standard_normal(shape)
+    W = rng.standard_normal((FN, shape[1], KH, KW))
+    b = rng.standard_normal(FN)
+    y_ref = ref_conv(x, W, b, s, p)
+    y, col = conv.conv2d_forward(backend.asarray(x), backend.asarray(W), backend.asarray(b),
+                                 stride, pad)
+    assert y.shape == y_ref.shape
+    backend.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, dW_ref, db_ref = ref_conv_backward(x, W, dy, s, p)
+    dx, dW, db = conv.conv2d_backward(backend.asarray(dy), col, backend.asarray(W), shape,
+                                      stride, pad)
+    backend.assert_close(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    backend.assert_close(dW, dW_ref, rtol=1e-12, atol=1e-12)
+    backend.assert_close(db, db_ref, rtol=1e-12, atol=1e-12)
+    # the layer gives the same, with a workspace reused over two calls
+    layer = Convolution(backend.asarray(W), backend.asarray(b), stride, pad)
+    for _ in range(2):
+        backend.assert_close(layer.forward(backend.asarray(x)), y_ref, rtol=1e-12, atol=1e-12)
+        backend.assert_close(layer.backward(backend.asarray(dy)), dx_ref, rtol=1e-12, atol=1e-12)
+        backend.assert_close(layer.dW, dW_ref, rtol=1e-12, atol=1e-12)
+
+
+# (N, C, H, W), (KH, KW), stride, pad
+POOL_CASES = [
+    ((1, 1, 4, 4), (2, 2), 2, 0),
+    ((2, 3, 5, 7), (2, 2), 2, 0),       # windows don't tile: edge rows/cols dropped
+    ((1, 2, 7, 6), (3, 3), 2, 1),       # overlapping, padded
+    ((2, 2, 6, 9), (3, 2), 1, 1),
+    ((1, 3, 9, 8), (2, 3), 3, (1, 1)),  # stride larger than window
+    ((1, 2, 5, 5), (4, 4), 1, 2),
+    ((1, 1, 5, 6), (1, 1), 1, 0),
+]
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("shape,k,stride,pad", POOL_CASES)
+def test_pool_forward_backward_vs_loops(backend, shape, k, stride, pad, mode):
+    rng = np.random.default_rng(sum(shape) + 100 * k[0] + k[1])
+    s = stride if isinstance(stride, tuple) else (stride, stride)
+    p = pad if isinstance(pad, tuple) else (pad, pad)
+    x = rng.standard_normal(shape)
+    y_ref, first = ref_pool(x, k[0], k[1], s, p, mode)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref = ref_pool_backward(shape, dy, first, k[0], k[1], s, p, mode)
+    layer = Pooling(k[0], k[1], stride=stride, pad=pad, mode=mode)
+    y = layer.forward(backend.asarray(x))
+    backend.assert_close(y, y_ref, rtol=1e-12, atol=1e-15)
+    backend.assert_close(layer.backward(backend.asarray(dy)), dx_ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", [((2, 3, 6, 6), (2, 2), 2, 0),
+                                                 ((1, 2, 5, 7), (3, 3), 1, 1),
+                                                 ((1, 2, 6, 6), (2, 2), 1, 1)])
+def test_max_pool_ties_route_to_first_maximum(backend, shape, k, stride, pad):
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, size=shape).astype(float)    # many ties
+    s, p = (stride, stride), (pad, pad)
+    y_ref, first = ref_pool(x, k[0], k[1], s, p, "max")
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref = ref_pool_backward(shape, dy, first, k[0], k[1], s, p, "max")
+    layer = Pooling(k[0], k[1], stride=stride, pad=pad)
+    backend.assert_close(layer.forward(backend.asarray(x)), y_ref)
+    backend.assert_close(layer.backward(backend.asarray(dy)), dx_ref, rtol=1e-12, atol=1e-15)
+
+
+def test_max_pool_pads_with_minus_inf_and_counts_padding(backend):
+    # all-negative input: zero padding would win every border window
+    x = -1.0 - np.arange(16, dtype=float).reshape(1, 1, 4, 4)
+    layer = Pooling(2, 2, stride=2, pad=1)
+    y = backend.np(layer.forward(backend.asarray(x)))
+    assert y.shape == (1, 1, 3, 3)               # (4 + 2 - 2) // 2 + 1
+    ref, _ = ref_pool(x, 2, 2, (2, 2), (1, 1), "max")
+    np.testing.assert_array_equal(y, ref)
+    assert y.max() < 0 and np.isfinite(y).all()
+    assert y[0, 0, 0, 0] == -1.0                 # the corner window sees one real pixel
+    dx = backend.np(layer.backward(backend.asarray(np.ones((1, 1, 3, 3)))))
+    assert dx.shape == x.shape and dx.sum() == 9.0 and np.isfinite(dx).all()
+
+
+def test_pool_output_shape_matches_forward():
+    for (shape, k, stride, pad) in POOL_CASES:
+        layer = Pooling(k[0], k[1], stride=stride, pad=pad)
+        y = layer.forward(np.zeros(shape))
+        assert y.shape[1:] == layer.output_shape(shape[1:])
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+@pytest.mark.parametrize("shape,k,stride,pad", [((2, 3, 7, 9), (3, 2), 1, 0),
+                                                 ((1, 4, 10, 8), (3, 3), 2, 1),
+                                                 ((3, 5, 11, 12), (5, 3), 3, 2),
+                                                 ((2, 2, 6, 5), (2, 4), (2, 1), (0, 2))])
+def test_im2col_col2im_adjoint_both_layouts(backend, shape, k, stride, pad):
+    """<im2col(x), c> == <x, col2im(c)>: col2im is the exact adjoint of im2col."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    xd = backend.asarray(x)
+    # the 6-D (C, KH, KW, N, OH, OW) layout of the fast path
+    col6 = conv.im2col_cnhw(xd, k[0], k[1], stride, pad)
+    c6 = rng.standard_normal(col6.shape)
+    lhs = float((backend.np(col6) * c6).sum())
+    rhs = float((x * backend.np(conv.col2im_cnhw(backend.asarray(c6), shape, k[0], k[1],
+                                                 stride, pad))).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+    # the book's 2-D (N*OH*OW, C*KH*KW) layout
+    col2 = conv.im2col(xd, k[0], k[1], stride, pad)
+    c2 = rng.standard_normal(col2.shape)
+    lhs = float((backend.np(col2) * c2).sum())
+    rhs = float((x * backend.np(conv.col2im(backend.asarray(c2), shape, k[0], k[1],
+                                            stride, pad))).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_im2col_book_layout_rows(backend):
+    """Row (n, oy, ox) of the book's im2col is the flattened (C, KH, KW) window."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 4))
+    col = backend.np(conv.im2col(backend.asarray(x), 3, 2, stride=2, pad=1))
+    xp_ = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    oh, ow = (5 + 2 - 3) // 2 + 1, (4 + 2 - 2) // 2 + 1
+    assert col.shape == (2 * oh * ow, 3 * 3 * 2)
+    for n, i, j in itertools.product(range(2), range(oh), range(ow)):
+        row = xp_[n, :, 2 * i:2 * i + 3, 2 * j:2 * j + 2].reshape(-1)
+        np.testing.assert_array_equal(col[(n * oh + i) * ow + j], row)
+
+
+def test_col2im_counts_overlaps(backend):
+    x_shape = (1, 1, 4, 4)
+    col = conv.im2col_cnhw(backend.asarray(np.zeros(x_shape)), 3, 3, 1, 0)
+    ones = backend.asarray(np.ones(col.shape))
+    counts = backend.np(conv.col2im_cnhw(ones, x_shape, 3, 3, 1, 0))[0, 0]
+    np.testing.assert_array_equal(counts, [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2],
+                                           [1, 2, 2, 1]])
+
+
+def test_im2col_workspace_reuse_is_safe(backend):
+    rng = np.random.default_rng(0)
+    ws = {}
+    a, b = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
+    ca = backend.np(conv.im2col_cnhw(backend.asarray(a), 3, 3, 1, 1, workspace=ws))
+    cb = backend.np(conv.im2col_cnhw(backend.asarray(b), 3, 3, 1, 1, workspace=ws))
+    np.testing.assert_array_equal(ca, backend.np(conv.im2col_cnhw(backend.asarray(a), 3, 3, 1, 1)))
+    np.testing.assert_array_equal(cb, backend.np(conv.im2col_cnhw(backend.asarray(b), 3, 3, 1, 1)))
+
+
+# ---------------------------------------------------------------- GPU kernels on odd shapes
+
+ODD = [((2, 33, 6, 6), (3, 3), 1, 1, 5),
+       ((1, 35, 7, 5), (2, 3), 2, 0, 3),
+       ((3, 1, 9, 13), (5, 5), 3, 2, 7),
+       ((2, 65, 5, 3), (3, 2), 1, (1, 0), 2)]
+
+
+@pytest.mark.parametrize("shape,k,stride,pad,fn", ODD)
+def test_kernels_odd_shapes_vs_numpy(backend, shape, k, stride, pad, fn):
+    """Channel counts that aren't multiples of 32 and odd sizes: the GPU kernels (and the
+    NumPy path) agree with the loop references in float32 and float64."""
+    rng = np.random.default_rng(shape[1])
+    x = rng.standard_normal(shape)
+    W = rng.standard_normal((fn, shape[1], k[0], k[1])) * 0.1
+    s = stride if isinstance(stride, tuple) else (stride, stride)
+    p = pad if isinstance(pad, tuple) else (pad, pad)
+    y_ref = ref_conv(x, W, None, s, p)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, dW_ref, _ = ref_conv_backward(x, W, dy, s, p)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        y, col = conv.conv2d_forward(backend.asarray(x, dt), backend.asarray(W, dt), None,
+                                     stride, pad)
+        assert y.dtype == dt
+        scale = np.abs(y_ref).max()
+        backend.assert_close(y, y_ref, rtol=tol, atol=tol * scale)
+        dx, dW, _ = conv.conv2d_backward(backend.asarray(dy, dt), col, backend.asarray(W, dt),
+                                         shape, stride, pad)
+        backend.assert_close(dx, dx_ref, rtol=tol, atol=tol * np.abs(dx_ref).max())
+        backend.assert_close(dW, dW_ref, rtol=tol, atol=tol * np.abs(dW_ref).max())
+    if 2 * p[0] <= k[0] and 2 * p[1] <= k[1]:
+        for mode in ("max", "avg"):
+            y_ref, first = ref_pool(x, k[0], k[1], s, p, mode)
+            dyp = rng.standard_normal(y_ref.shape)
+            dx_ref = ref_pool_backward(shape, dyp, first, k[0], k[1], s, p, mode)
+            layer = Pooling(k[0], k[1], stride, pad, mode=mode)
+            backend.assert_close(layer.forward(backend.asarray(x, np.float32)), y_ref,
+                                 rtol=1e-6, atol=1e-6)
+            backend.assert_close(layer.backward(backend.asarray(dyp, np.float32)), dx_ref,
+                                 rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- sizes and errors
+
+def test_conv_output_size():
+    assert conv.conv_output_size(4, 3) == 2
+    assert conv.conv_output_size(4, 3, 1, 1) == 4
+    assert conv.conv_output_size(28, 5, 1, 0) == 24
+    assert conv.conv_output_size(7, 3, 2, 1) == 4
+    assert conv.conv_output_size(10, 3, 3, 2) == 4
+    with pytest.raises(ValueError, match="stride must be >= 1, got 0"):
+        conv.conv_output_size(4, 3, 0)
+    with pytest.raises(ValueError, match="pad must be >= 0, got -1"):
+        conv.conv_output_size(4, 3, 1, -1)
+    with pytest.raises(ValueError, match="window 5 is larger than the padded input 4"):
+        conv.conv_output_size(4, 5)
+
+
+def test_conv_function_errors(backend):
+    x = backend.asarray(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match=r"4-D input \(N, C, H, W\), got shape \(4, 4\)"):
+        conv.im2col(x[0, 0], 3, 3)
+    with pytest.raises(ValueError, match="stride must be an int or a pair"):
+        conv.im2col(x, 3, 3, stride=(1, 1, 1))
+    col = conv.im2col(x, 3, 3)
+    with pytest.raises(ValueError, match=r"col2im: expected col of shape \(4, 9\)"):
+        conv.col2im(col[:3], (1, 1, 4, 4), 3, 3)
+    with pytest.raises(ValueError, match="pad .* must be at most half the window"):
+        conv.max_pool_forward(x, 2, 2, 2, pad=2)
