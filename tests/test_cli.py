@@ -1,0 +1,277 @@
+"""The xpnet command line: train / eval / info / bench on tiny settings."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import cli
+from xpnet.serialization import load_arrays, load_net
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def no_mnist(tmp_path, monkeypatch):
+    """No full MNIST anywhere: empty cache, no data dir."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XPNET_DATA_DIR", raising=False)
+
+
+def run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_tiny(out, capsys, *extra):
+    return run(["train", "--dataset", "mnist-sample", "--limit", 200, "--epochs", 1,
+                "--out", out, *extra], capsys)
+
+
+# ---------------------------------------------------------------- train
+
+def test_train_writes_params_history_checkpoint_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = train_tiny(out, capsys, "--batch-size", 50)
+    assert code == 0, err
+    assert "data: mnist-sample" in stdout and "epoch 1/1" in stdout
+    for f in ("params.npz", "params.json", "history.json", "curves.png", "filters.png",
+              "checkpoints/checkpoint.npz", "checkpoints/checkpoint.json"):
+        assert (out / f).is_file(), f
+    for png in ("curves.png", "filters.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    h = json.loads((out / "history.json").read_text())
+    assert h["status"] == "completed" and len(h["train_loss"]) == 4 and len(h["test_acc"]) == 1
+    assert h["config"]["run_info"]["cli"]["model"] == "simple_conv"
+    net = load_net(out / "params.npz")
+    assert type(net).__name__ == "SimpleConvNet"
+    meta = json.loads((out / "params.json").read_text())
+    assert meta["dataset"] == "mnist-sample"
+    assert meta["final_test_acc"] == h["final_test_acc"]
+
+
+def test_train_mlp_float64_quiet(tmp_path, capsys):
+    out = tmp_path / "mlp"
+    code, stdout, err = train_tiny(out, capsys, "--model", "mlp", "--dtype", "float64",
+                                   "--optimizer", "SGD", "--lr", "0.1", "--quiet")
+    assert code == 0, err
+    assert stdout == ""
+    net = load_net(out / "params.npz")
+    assert type(net).__name__ == "MultiLayerNetExtend" and str(net.dtype) == "float64"
+    assert not (out / "filters.png").exists() and (out / "curves.png").exists()
+    assert json.loads((out / "history.json").read_text())["config"]["optimizer"]["type"] == "SGD"
+
+
+def test_default_dataset_falls_back_to_the_sample(tmp_path, capsys, no_mnist):
+    code, stdout, err = run(["train", "--no-download", "--model", "two_layer", "--limit", 100,
+                             "--epochs", 1, "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert "full MNIST not available" in stdout and "embedded MNIST sample" in stdout
+    assert json.loads((tmp_path / "params.json").read_text())["dataset"] == "mnist-sample"
+
+
+def test_missing_dataset_gives_the_datasets_message(tmp_path, capsys, no_mnist):
+    code, stdout, err = run(["train", "--dataset", "mnist", "--no-download", "--out", tmp_path],
+                            capsys)
+    assert code == 1
+    assert "MNIST is not available" in err and "Looked in" in err
+    assert "Traceback" not in err
+
+
+def test_resume_from_the_cli_reuses_stored_options(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = train_tiny(out, capsys, "--model", "two_layer", "--optimizer", "momentum")
+    assert code == 0, err
+    code, stdout, err = run(["train", "--resume", out / "checkpoints", "--epochs", 3], capsys)
+    assert code == 0, err
+    assert "resumed from" in stdout
+    h = json.loads((out / "history.json").read_text())
+    assert len(h["test_acc"]) == 3 and len(h["train_loss"]) == 6
+    assert h["config"]["network"]["type"] == "TwoLayerNet"
+    assert h["config"]["optimizer"]["type"] == "Momentum"
+
+
+def test_ctrl_c_in_cli_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from xpnet import trainer as T
+    orig = T.Trainer._step
+
+    def step(self):
+        if self.current_iter == 1:      # before the 2nd of 2 steps
+            raise KeyboardInterrupt
+        orig(self)
+    monkeypatch.setattr(T.Trainer, "_step", step)
+    code, _, err = train_tiny(tmp_path, capsys, "--model", "two_layer")
+    assert code == 130
+    assert "xpnet train --resume %s" % (tmp_path / "checkpoints" / "checkpoint.npz") in err
+    _, meta = load_arrays(tmp_path / "checkpoints" / "checkpoint.npz")
+    assert meta["step"] == 1
+
+
+def test_plots_skipped_without_matplotlib(tmp_path, capsys, monkeypatch):
+    from xpnet import viz
+    monkeypatch.setattr(viz, "have_matplotlib", lambda: (False, "matplotlib is not installed"))
+    code, stdout, err = train_tiny(tmp_path, capsys, "--model", "two_layer")
+    assert code == 0, err
+    assert "plots skipped: matplotlib is not installed" in stdout
+    assert (tmp_path / "params.npz").exists() and not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("argv, valid", [
+    (["train", "--model", "resnet"], "simple_conv', 'deep_conv', 'mlp', 'two_layer"),
+    (["train", "--dataset", "cifar"], "mnist', 'fashion-mnist', 'mnist-sample"),
+    (["train", "--optimizer", "adamw"], "'sgd', 'momentum', 'nesterov', 'adagrad'"),
+    (["train", "--device", "tpu"], "'cpu', 'gpu', 'auto'"),
+    (["train", "--dtype", "float16"], "'float32', 'float64'"),
+    (["train", "--epochs", "-1"], "expected an integer >= 0, got -1"),
+    (["train", "--lr", "0"], "expected a positive number, got '0'"),
+    (["train", "--batch-size", "x"], "expected a positive integer, got 'x'"),
+    (["frobnicate"], "'train', 'eval', 'info', 'bench'"),
+    ([], "required: COMMAND"),
+])
+def test_bad_arguments_exit_2_listing_valid_values(argv, valid, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(argv)
+    assert ei.value.code == 2
+    assert valid in capsys.readouterr().err
+
+
+def test_weight_decay_on_two_layer_is_refused(tmp_path, capsys):
+    code, _, err = train_tiny(tmp_path, capsys, "--model", "two_layer", "--weight-decay", "0.1")
+    assert code == 1 and "--weight-decay is not supported by --model two_layer" in err
+
+
+def test_unavailable_gpu_is_a_clear_error(tmp_path, capsys):
+    if xpnet.gpu_available()[0]:
+        pytest.skip("a GPU is available")
+    code, _, err = train_tiny(tmp_path, capsys, "--device", "gpu")
+    assert code == 1 and "GPU can't be used" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- eval
+
+def test_eval_reports_accuracy_confusion_and_images(tmp_path, capsys):
+    code, _, err = train_tiny(tmp_path / "m", capsys, "--model", "two_layer")
+    assert code == 0, err
+    params = tmp_path / "m" / "params.npz"
+    code, stdout, err = run(["eval", params, "--limit", 300, "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    # Independent check of the reported accuracy.
+    from xpnet.datasets import load_mnist_sample
+    _, (xt, tt) = load_mnist_sample()
+    expected = load_net(params).accuracy(xt[:300], tt[:300])
+    assert res["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert "accuracy %.4f" % expected in stdout
+    cm = np.array(res["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 300 and np.trace(cm) == round(expected * 300)
+    assert "confusion matrix" in stdout and "per-class accuracy" in stdout
+    for png in ("confusion.png", "misclassified.png"):
+        assert (tmp_path / "ev" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_needs_a_dataset_when_the_file_has_none(tmp_path, capsys):
+    net = xpnet.TwoLayerNet(784, 10, 10)
+    p = net.save_params(tmp_path / "bare")
+    code, _, err = run(["eval", p], capsys)
+    assert code == 1 and "pass --dataset" in err
+    code, _, err = run(["eval", tmp_path / "missing.npz", "--dataset", "mnist-sample"], capsys)
+    assert code == 1 and "not found" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- info
+
+def test_info_lists_versions_devices_and_datasets(capsys):
+    code, stdout, _ = run(["info"], capsys)
+    assert code == 0
+    assert "xpnet %s" % xpnet.__version__ in stdout and "NumPy %s" % np.__version__ in stdout
+    assert "cpu" in stdout and "gpu" in stdout
+    for name in ("mnist", "fashion-mnist", "mnist-sample"):
+        assert "\n  %s " % name in stdout
+    code, stdout, _ = run(["info", "--json"], capsys)
+    info = json.loads(stdout)
+    assert info["numpy"] == np.__version__ and info["datasets"]["mnist-sample"]["found"]
+    ok, why = xpnet.gpu_available()
+    gpu = [d for d in info["devices"] if d["name"].startswith("gpu")]
+    assert gpu and gpu[0]["available"] == ok and (ok or gpu[0]["reason"] == why)
+
+
+# ---------------------------------------------------------------- bench
+
+def test_bench_delegates_to_xpnet_bench(monkeypatch, capsys):
+    fake = types.ModuleType("xpnet.bench")
+    got = {}
+
+    def add_arguments(p):
+        p.add_argument("--models", default="all")
+
+    def run_from_args(args):
+        got["models"] = args.models
+        return 7
+    fake.add_arguments, fake.run_from_args = add_arguments, run_from_args
+    monkeypatch.setitem(sys.modules, "xpnet.bench", fake)
+    assert cli.main(["bench", "--models", "SimpleConvNet"]) == 7
+    assert got == {"models": "SimpleConvNet"}
+
+
+def test_bench_missing_or_incomplete_exits_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "xpnet.bench", None)
+    code, _, err = run(["bench"], capsys)
+    assert code == 2 and "xpnet.bench can't be imported" in err
+    monkeypatch.setitem(sys.modules, "xpnet.bench", types.ModuleType("xpnet.bench"))
+    code, _, err = run(["bench"], capsys)
+    assert code == 2 and "lacks add_arguments and run_from_args" in err
+
+
+# ---------------------------------------------------------------- python -m xpnet
+
+def test_python_m_xpnet_runs():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "xpnet", "--version"], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "xpnet %s" % xpnet.__version__
+    r = subprocess.run([sys.executable, "-m", "xpnet", "train", "--model", "nope"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
+
+
+# ---------------------------------------------------------------- viz helpers
+
+def test_viz_helpers_write_pngs_and_check_input(tmp_path):
+    from xpnet import viz
+    t = np.array([0, 1, 2, 2, 1, 0, 2])
+    y = np.array([0, 2, 2, 2, 1, 1, 0])
+    cm = viz.confusion_matrix(t, np.eye(3)[y], n_classes=3)      # one-hot predictions too
+    expected = np.zeros((3, 3), int)
+    for a, b in zip(t, y):
+        expected[a, b] += 1
+    np.testing.assert_array_equal(cm, expected)
+    with pytest.raises(ValueError, match="labels must be in 0..1"):
+        viz.confusion_matrix(t, y, n_classes=2)
+    rng = np.random.default_rng(0)
+    viz.activation_histograms({"a": rng.random(100), "b": rng.random(100)}, tmp_path / "h.png")
+    viz.image_grid(rng.random((5, 784)), titles=list("abcde"), path=tmp_path / "g.png")
+    viz.plot_history(train_loss=[2.0, 1.0, None], train_acc=[0.5], test_acc=[0.4],
+                     path=tmp_path / "c.png")
+    assert viz.plot_misclassified(rng.random((3, 784)), t[:3], t[:3]) is None
+    for f in ("h.png", "g.png", "c.png"):
+        assert (tmp_path / f).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="not square"):
+        viz.image_grid(rng.random((2, 10)))
+    with pytest.raises(ValueError, match=r"\(FN, C, FH, FW\), got \(3, 3\)"):
+        viz.plot_filters(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="5 images but 2 titles"):
+        viz.image_grid(rng.random((5, 4, 4)), titles=["a", "b"])
+
+
+def test_import_xpnet_does_not_import_matplotlib():
+    code = ("import sys, xpnet, xpnet.trainer, xpnet.viz, xpnet.cli; "
+            "print('matplotlib' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
