@@ -247,7 +247,7 @@ def _buffer(ws, key, xp, shape, dtype):
     k = (key, tuple(shape), str(dtype), xp.__name__)
     buf = ws.get(k)
     if buf is None:
-        if len(ws) >= 4:   # e.g. training batch, eval batch, a last partial batch
+        if len(ws) >= 6:   # col/colT for the training batch, eval batch, a last partial batch
             ws.pop(next(iter(ws)))
         buf = ws[k] = xp.empty(shape, dtype=dtype)
     return buf
@@ -255,13 +255,13 @@ def _buffer(ws, key, xp, shape, dtype):
 
 # ---------------------------------------------------------------- im2col/col2im
 
-def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0, workspace=None):
+def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0, workspace=None, key="col"):
     """Columns of `x` (N, C, H, W) as a 6-D array ``(C, KH, KW, N, OH, OW)``.
 
     With a `workspace` dict the column buffer is reused across calls."""
     xp = get_array_module(x)
     N, C, H, W, sy, sx, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "im2col")
-    col = _buffer(workspace, "col", xp, (C, kh, kw, N, oh, ow), x.dtype)
+    col = _buffer(workspace, key, xp, (C, kh, kw, N, oh, ow), x.dtype)
     if _is_numpy(xp):
         xpd = _pad(xp, x, ph, pw, pad_value)
         xt = xpd.transpose(1, 0, 2, 3)
@@ -342,10 +342,22 @@ def conv2d_backward(dy, col, W, x_shape, stride=1, pad=0, need_dx=True, workspac
     FN, C, kh, kw = W.shape
     dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(FN, -1)  # (FN, N*OH*OW)
     col2 = col.reshape(C * kh * kw, -1)
-    dW = xp.dot(dy2, col2.T).reshape(W.shape)
+    # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
+    dW = xp.ascontiguousarray(xp.dot(col2, dy2.T).T).reshape(W.shape)
     db = dy2.sum(axis=1)
     dx = None
-    if need_dx:
+    sy, sx = _pair(stride, "stride")
+    ph, pw = _pair(pad, "pad")
+    if need_dx and _is_numpy(xp) and sy == sx == 1 and ph < kh and pw < kw:
+        # Stride 1 on the CPU: dx is the full convolution of dy with the flipped filters,
+        # an im2col + GEMM that is cheaper than GEMM + col2im (col2im's adds dominate).
+        N, _, H, Wd = x_shape
+        Wf = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, -1)
+        colT = im2col_cnhw(dy, kh, kw, 1, (kh - 1 - ph, kw - 1 - pw), workspace=workspace,
+                           key="colT")
+        dxt = xp.dot(Wf, colT.reshape(FN * kh * kw, -1))                 # (C, N*H*W)
+        dx = xp.ascontiguousarray(dxt.reshape(C, N, H, Wd).transpose(1, 0, 2, 3))
+    elif need_dx:
         dcol = _buffer(workspace, "dcol", xp, col.shape, col.dtype)
         xp.dot(W.reshape(FN, -1).T, dy2, out=dcol.reshape(C * kh * kw, -1))
         dx = col2im_cnhw(dcol, x_shape, kh, kw, stride, pad)
