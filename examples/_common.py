@@ -219,3 +219,25 @@ def save_results(args, name, figures):
     print("saved %s" % path)
     print("done in %.1f s" % doc["seconds"])
     return path
+
+
+def train_with_trainer(net, args, x_train, t_train, x_test, t_test, eval_size):
+    """The book's Trainer run (Adam) with xpnet's checkpoints and --resume; exits with a
+    message on Ctrl-C or divergence. Returns ``(trainer, history, mean loss per epoch)``."""
+    from xpnet.trainer import Trainer, TrainingDivergedError
+    trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                      mini_batch_size=args.batch_size, optimizer="Adam",
+                      optimizer_param={"lr": args.lr}, evaluate_sample_num_per_epoch=eval_size,
+                      seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    try:
+        history = trainer.train()
+    except KeyboardInterrupt:
+        sys.exit(130)     # the Trainer has said where its checkpoint is
+    except TrainingDivergedError as e:
+        sys.exit("error: training diverged: %s" % e)
+    if history.get("status") != "completed":
+        sys.exit("training stopped: %s" % history.get("status"))
+    k = trainer.iter_per_epoch
+    losses = [float(np.mean(trainer.train_loss_list[i:i + k]))
+              for i in range(0, len(trainer.train_loss_list), k)]
+    return trainer, history, losses

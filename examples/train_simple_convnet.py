@@ -10,14 +10,12 @@ can load them.
 
     python examples/train_simple_convnet.py [--quick] [--epochs 20] [--device gpu]
 """
-import sys
 
 import numpy as np
 
-from _common import (load_data, make_parser, out_path, positive_float, positive_int,
+from _common import (train_with_trainer, load_data, make_parser, out_path, positive_float, positive_int,
                      pyplot, save_figure, save_results, setup, subset)
 import xpnet
-from xpnet.trainer import Trainer, TrainingDivergedError
 
 NAME = "train_simple_convnet"
 
@@ -67,22 +65,8 @@ def main(argv=None):
     print("SimpleConvNet, %d training images, Adam lr %g, batch %d, %d epochs"
           % (len(x_train), args.lr, args.batch_size, args.epochs))
     # The book trains this net with its Trainer; xpnet's adds checkpoints and --resume.
-    trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                      mini_batch_size=args.batch_size, optimizer="Adam",
-                      optimizer_param={"lr": args.lr}, evaluate_sample_num_per_epoch=ne,
-                      seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
-    try:
-        history = trainer.train()
-    except KeyboardInterrupt:
-        sys.exit(130)     # the Trainer has said where its checkpoint is
-    except TrainingDivergedError as e:
-        sys.exit("error: training diverged: %s" % e)
-    if history.get("status") != "completed":
-        sys.exit("training stopped: %s" % history.get("status"))
+    trainer, history, losses = train_with_trainer(net, args, x_train, t_train, x_test, t_test, ne)
     train_acc, test_acc = trainer.train_acc_list, trainer.test_acc_list
-    k = trainer.iter_per_epoch
-    losses = [float(np.mean(trainer.train_loss_list[i:i + k]))
-              for i in range(0, len(trainer.train_loss_list), k)]
     final = history["final_test_acc"]
     print("test accuracy %.4f (%d test images)" % (final, len(x_test)))
     params_path = net.save_params(out_path(args, "simple_convnet_params.npz"),

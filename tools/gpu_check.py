@@ -61,16 +61,10 @@ def kernels(cp):
 
 
 def timing(cp, reps=50):
-    try:
-        import torch
-    except ImportError:
-        torch = None
     rng = np.random.default_rng(0)
     for name in ("SimpleConvNet", "DeepConvNet"):
         for bs in (100, 1000):
             net = getattr(xpnet, name)(device="gpu", seed=0)
-            if name == "DeepConvNet":
-                pass
             opt = xpnet.Adam(lr=1e-3)
             xs = [cp.asarray(rng.random((bs, 1, 28, 28), dtype=np.float32)) for _ in range(4)]
             ts = [cp.asarray(rng.integers(0, 10, bs)) for _ in range(4)]

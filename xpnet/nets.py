@@ -7,6 +7,7 @@ grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 import math
 
 from . import layers as L
+from .backend import numpy as _np
 from .backend import asnumpy, current_device, device_of, get_array_module, host_rng, to_device, \
     get_device
 
@@ -338,8 +339,8 @@ def _finish(net, device, dtype):
 
 
 def _rng(seed):
-    import numpy  # host-side init only
-    return numpy.random.default_rng(seed) if seed is not None else host_rng()
+    # weights are drawn on the host so a seed gives the same net on every device
+    return _np.random.default_rng(seed) if seed is not None else host_rng()
 
 
 def _weights(rng, shape, std):
@@ -347,8 +348,7 @@ def _weights(rng, shape, std):
 
 
 def _zeros(n):
-    import numpy
-    return numpy.zeros(n)
+    return _np.zeros(n)
 
 
 def _activation(name):
