@@ -241,3 +241,20 @@ def train_with_trainer(net, args, x_train, t_train, x_test, t_test, eval_size):
     losses = [float(np.mean(trainer.train_loss_list[i:i + k]))
               for i in range(0, len(trainer.train_loss_list), k)]
     return trainer, history, losses
+
+
+def add_trainer_options(p):
+    """Options of the scripts that train with the Trainer (the convnets)."""
+    p.add_argument("--epochs", type=positive_int("--epochs"), default=20)
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=100)
+    p.add_argument("--lr", type=positive_float("--lr"), default=0.001)
+    p.add_argument("--train-size", type=positive_int("--train-size"), default=None,
+                   help="training images used (default: all)")
+    p.add_argument("--eval-size", type=positive_int("--eval-size"), default=1000,
+                   help="images for the per-epoch train/test accuracy")
+    p.add_argument("--test-size", type=positive_int("--test-size"), default=None,
+                   help="test images for the final accuracy (default: all)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save a checkpoint there after every epoch (and on Ctrl-C)")
+    p.add_argument("--resume", default=None,
+                   help="continue from a checkpoint file or directory; --epochs is the total")

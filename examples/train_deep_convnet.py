@@ -15,7 +15,8 @@ import collections
 
 import numpy as np
 
-from _common import (train_with_trainer, load_data, make_parser, out_path, positive_float, positive_int,
+from _common import (add_trainer_options, load_data, make_parser, out_path, positive_int,
+                     train_with_trainer,
                      pyplot, save_figure, save_results, setup, subset)
 import xpnet
 import xpnet.datasets
@@ -25,19 +26,7 @@ NAME = "train_deep_convnet"
 
 def main(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=positive_int("--epochs"), default=20)
-    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=100)
-    p.add_argument("--lr", type=positive_float("--lr"), default=0.001)
-    p.add_argument("--train-size", type=positive_int("--train-size"), default=None,
-                   help="training images used (default: all)")
-    p.add_argument("--eval-size", type=positive_int("--eval-size"), default=1000,
-                   help="images for the per-epoch train/test accuracy")
-    p.add_argument("--test-size", type=positive_int("--test-size"), default=None,
-                   help="test images for the final accuracy (default: all)")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="save a checkpoint there after every epoch (and on Ctrl-C)")
-    p.add_argument("--resume", default=None,
-                   help="continue from a checkpoint file or directory; --epochs is the total")
+    add_trainer_options(p)
     p.add_argument("--show", type=positive_int("--show"), default=20,
                    help="misclassified images drawn")
     args, dev = setup(p, argv, quick=dict(epochs=1, train_size=200, eval_size=100, test_size=200))

@@ -9,6 +9,7 @@ See docs/training.md. `main(argv)` returns the exit status (0 ok, 1 failure,
 2 bad arguments, 130 interrupted).
 """
 import argparse
+import math
 import json
 import os
 import platform
@@ -38,44 +39,23 @@ class _CLIError(Exception):
     """A failure to report as one clear message (exit status 1)."""
 
 
-def _positive_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % s) from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %d" % v)
-    return v
+def _number(kind, minimum, strict, what):
+    """An argparse type: `kind` (int/float) that is finite and above (or at least) `minimum`."""
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected %s, got %r" % (what, s)) from None
+        if not (math.isfinite(v) and (v > minimum if strict else v >= minimum)):
+            raise argparse.ArgumentTypeError("expected %s, got %s" % (what, v if kind is int else repr(s)))
+        return v
+    return parse
 
 
-def _nonneg_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected an integer >= 0, got %r" % s) from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("expected an integer >= 0, got %d" % v)
-    return v
-
-
-def _positive_float(s):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive number, got %r" % s) from None
-    if not (v > 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError("expected a positive number, got %r" % s)
-    return v
-
-
-def _nonneg_float(s):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number >= 0, got %r" % s) from None
-    if not (v >= 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError("expected a number >= 0, got %r" % s)
-    return v
+_positive_int = _number(int, 0, True, "a positive integer")
+_nonneg_int = _number(int, 0, False, "an integer >= 0")
+_positive_float = _number(float, 0, True, "a positive number")
+_nonneg_float = _number(float, 0, False, "a number >= 0")
 
 
 def _lower(s):
