@@ -47,7 +47,8 @@ def _number(kind, minimum, strict, what):
         except ValueError:
             raise argparse.ArgumentTypeError("expected %s, got %r" % (what, s)) from None
         if not (math.isfinite(v) and (v > minimum if strict else v >= minimum)):
-            raise argparse.ArgumentTypeError("expected %s, got %s" % (what, v if kind is int else repr(s)))
+            shown = v if kind is int else repr(s)
+            raise argparse.ArgumentTypeError("expected %s, got %s" % (what, shown))
         return v
     return parse
 
