@@ -296,14 +296,24 @@ def test_col2im_counts_overlaps(backend):
                                            [1, 2, 2, 1]])
 
 
-def test_im2col_workspace_reuse_is_safe(backend):
+@pytest.mark.parametrize("k,stride,pad,pad_value", [(3, 1, 1, 0), (3, 2, 2, 0), (2, 3, (0, 2), 0),
+                                                   (3, 1, 1, -1.5), (4, 1, 3, 0)])
+def test_im2col_workspace_reuse_is_safe(backend, k, stride, pad, pad_value):
+    """A reused column buffer keeps its padding entries (written only when the buffer is
+    made) and gets every in-image entry rewritten."""
     rng = np.random.default_rng(0)
     ws = {}
-    a, b = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
-    ca = backend.np(conv.im2col_cnhw(backend.asarray(a), 3, 3, 1, 1, workspace=ws))
-    cb = backend.np(conv.im2col_cnhw(backend.asarray(b), 3, 3, 1, 1, workspace=ws))
-    np.testing.assert_array_equal(ca, backend.np(conv.im2col_cnhw(backend.asarray(a), 3, 3, 1, 1)))
-    np.testing.assert_array_equal(cb, backend.np(conv.im2col_cnhw(backend.asarray(b), 3, 3, 1, 1)))
+    a, b = rng.standard_normal((2, 2, 7, 5)), rng.standard_normal((2, 2, 7, 5))
+    fresh = [backend.np(conv.im2col_cnhw(backend.asarray(v), k, k, stride, pad, pad_value))
+             for v in (a, b, a)]
+    for v, want in zip((a, b, a), fresh):
+        got = backend.np(conv.im2col_cnhw(backend.asarray(v), k, k, stride, pad, pad_value,
+                                          workspace=ws))
+        np.testing.assert_array_equal(got, want)
+    # the same buffer key with another pad value gets its own buffer
+    other = backend.np(conv.im2col_cnhw(backend.asarray(a), k, k, stride, pad, 7.0, workspace=ws))
+    np.testing.assert_array_equal(
+        other, backend.np(conv.im2col_cnhw(backend.asarray(a), k, k, stride, pad, 7.0)))
 
 
 # ---------------------------------------------------------------- GPU kernels on odd shapes

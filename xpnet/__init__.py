@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 from .backend import (CPU, Device, DeviceError, asnumpy, current_device, get_array_module,
                       get_device, gpu_available, seed, set_device, synchronize, to_device,
                       using_device)
-from . import functions, layers, optimizers, conv
+from . import functions, layers, optimizers, conv, parallel
+from .parallel import get_num_threads, set_num_threads
 from .layers import (Affine, AvgPooling, BatchNormalization, Convolution, Dropout, Flatten,
                      IdentityWithLoss, Pooling, Relu, Sigmoid, SoftmaxWithLoss, Tanh)
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
@@ -15,7 +16,8 @@ from .serialization import load_net
 __all__ = [
     "__version__", "CPU", "Device", "DeviceError", "asnumpy", "current_device",
     "get_array_module", "get_device", "gpu_available", "seed", "set_device", "synchronize",
-    "to_device", "using_device", "functions", "layers", "optimizers", "conv",
+    "to_device", "using_device", "functions", "layers", "optimizers", "conv", "parallel",
+    "get_num_threads", "set_num_threads",
     "Affine", "AvgPooling", "BatchNormalization", "Convolution", "Dropout", "Flatten",
     "IdentityWithLoss", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "Tanh",
     "SGD", "AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop", "get_optimizer",

@@ -24,6 +24,7 @@ import time
 
 from . import __version__
 from . import layers as L
+from . import parallel
 from .backend import (CPU, DeviceError, asnumpy, get_device, synchronize, to_device,
                       using_device)
 from .nets import DeepConvNet, MultiLayerNet, SimpleConvNet
@@ -316,7 +317,11 @@ def _traced_peak(work):
 
 def _fresh_footprint(make_net, task, x, t):
     """Everything a new net needs for two steps: parameters, Adam state, layer
-    caches and workspaces, temporaries."""
+    caches and workspaces, temporaries (the convolutions' shared scratch buffers too:
+    they are dropped first, so this net makes them again)."""
+    from .conv import release_scratch
+    release_scratch()
+
     def work():
         net = make_net()
         opt = Adam(lr=ADAM["lr"], beta1=ADAM["beta1"], beta2=ADAM["beta2"], eps=ADAM["eps"])
@@ -382,7 +387,6 @@ def _torch_case(task, torch, model, opt, tdev, x_host, t_host):
         with torch.inference_mode():
             model(x)
 
-    mem_reset = mem_read = None
     if cuda:
         def mem_reset():
             torch.cuda.reset_peak_memory_stats(tdev)
@@ -391,6 +395,8 @@ def _torch_case(task, torch, model, opt, tdev, x_host, t_host):
             return {"peak_bytes": int(torch.cuda.max_memory_allocated(tdev)),
                     "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(tdev)),
                     "peak_kind": "torch.cuda.max_memory_allocated"}
+    else:
+        mem_reset = mem_read = None
     # On the CPU PyTorch keeps no allocator statistics: only the process RSS is known.
     return _Case("torch", train if task == "train" else infer, sync, mem_reset, mem_read)
 
@@ -581,7 +587,8 @@ def collect_environment(device=None, vs_torch=False):
         "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "loadavg": _loadavg(), "device": dev.name, "device_name": _cpu_model(),
-        "env": {k: os.environ[k] for k in ("XPNET_DEVICE", "OMP_NUM_THREADS",
+        "xpnet_threads": parallel.info(),
+        "env": {k: os.environ[k] for k in ("XPNET_DEVICE", "XPNET_NUM_THREADS", "OMP_NUM_THREADS",
                                             "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                             "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
                 if k in os.environ},
@@ -674,6 +681,12 @@ def _describe(env, rows):
     else:
         lines.append("device cpu: %s, %s CPUs usable" % (env.get("cpu_model"),
                                                         env.get("cpus_usable")))
+        th = env.get("xpnet_threads") or {}
+        lines.append("xpnet CPU threads: %s%s" % (
+            th.get("threads"), " (BLAS held at 1 thread inside conv nets' steps)"
+            if (th.get("threads") or 1) > 1 else
+            " (threading off%s)" % (": " + th["disabled_because"]
+                                    if th.get("disabled_because") else "")))
     if "torch" in env:
         if env["torch"] is None:
             lines.append("PyTorch: not available")
@@ -760,6 +773,9 @@ def add_arguments(parser):
                         help="also time the same architecture in PyTorch, interleaved")
     parser.add_argument("--seed", type=_int_arg("--seed", allow_zero=True), default=0,
                         help="seed for weights and inputs (default: %(default)s)")
+    parser.add_argument("--threads", type=_int_arg("--threads"), default=None,
+                        help="CPU threads for xpnet and for PyTorch (default: xpnet's "
+                             "XPNET_NUM_THREADS or BLAS count; PyTorch's own default)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON (environment + rows) instead of the table")
     parser.add_argument("--output", "-o", default=None, metavar="FILE",
@@ -786,6 +802,13 @@ def run_from_args(args):
         print("xpnet bench: error: %s" % msg, file=sys.stderr)
         return 2
     vs_torch = args.vs == "torch"
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        from . import parallel
+        parallel.set_num_threads(threads)
+        torch, _ = _import_torch() if vs_torch else (None, None)
+        if torch is not None:
+            torch.set_num_threads(threads)
     try:
         dev = _resolve_device(args.device)
         env = collect_environment(dev, vs_torch)
@@ -802,7 +825,7 @@ def run_from_args(args):
                         "batch_sizes": _flatten(args.batch_sizes) or list(DEFAULT_BATCH_SIZES),
                         "infer_batch": args.infer_batch, "repeats": args.repeats,
                         "warmup": args.warmup, "quick": args.quick, "vs": args.vs,
-                        "seed": args.seed, "adam": ADAM, "input_shape": list(INPUT_SHAPE),
+                        "seed": args.seed, "threads": threads, "adam": ADAM, "input_shape": list(INPUT_SHAPE),
                         "dtype": "float32"},
            "rows": rows}
     text = json.dumps(doc, indent=2, sort_keys=False)

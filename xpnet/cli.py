@@ -96,6 +96,8 @@ def build_parser(bench=None):
     t.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="default float32")
     t.add_argument("--seed", type=int, default=None, help="default 0")
+    t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads (default: XPNET_NUM_THREADS, else the BLAS thread count)")
     t.add_argument("--out", default=None,
                    help="output directory (default runs/<model>-<dataset>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
@@ -121,6 +123,8 @@ def build_parser(bench=None):
                    help="evaluate the first N images only")
     e.add_argument("--batch-size", type=_positive_int, default=500)
     e.add_argument("--device", type=_lower, choices=("cpu", "gpu", "auto"), default=None)
+    e.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads (default: XPNET_NUM_THREADS, else the BLAS thread count)")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-download", action="store_true")
     e.add_argument("--out", default=None,
@@ -171,6 +175,12 @@ def main(argv=None):
               % (type(e).__name__, e), file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    try:
+        from . import parallel
+        parallel.get_num_threads()            # a bad XPNET_NUM_THREADS fails here, clearly
+    except ValueError as e:
+        print("xpnet %s: error: %s" % (args.command, e), file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except _CLIError as e:
@@ -284,10 +294,17 @@ def _resume_defaults(args):
     return path
 
 
+def _set_threads(args):
+    if getattr(args, "threads", None):
+        from . import parallel
+        parallel.set_num_threads(args.threads)
+
+
 def cmd_train(args):
     from . import backend
     from .trainer import Trainer, TrainingDivergedError
 
+    _set_threads(args)
     resume_path = _resume_defaults(args) if args.resume else None
     args.model = args.model or "simple_conv"
     args.optimizer = args.optimizer or "adam"
@@ -378,6 +395,7 @@ def cmd_eval(args):
     from . import backend, datasets, viz
     from .serialization import load_net, read_meta
 
+    _set_threads(args)
     try:
         device = backend.get_device(args.device) if args.device else backend.current_device()
         meta = read_meta(args.params if os.path.exists(args.params) else args.params + ".npz")
@@ -438,12 +456,12 @@ def cmd_eval(args):
 # ---------------------------------------------------------------------- info
 
 def _info(data_dir=None):
-    from . import backend, datasets
+    from . import backend, datasets, parallel
     info = {"xpnet": __version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": np.__version__, "cupy": None,
             "devices": [{"name": "cpu", "backend": "numpy", "available": True}],
             "xpnet_device_env": os.environ.get("XPNET_DEVICE"), "default_device": None,
-            "optional": {}, "datasets": {}}
+            "optional": {}, "datasets": {}, "cpu_threads": parallel.info()}
     ok, why = backend.gpu_available()
     cp = backend._cupy
     if cp is not None:
@@ -498,6 +516,11 @@ def cmd_info(args):
             print("  %-6s not available: %s" % (d["name"], d["reason"]))
     print("default device: %s (XPNET_DEVICE=%s)"
           % (info["default_device"], info["xpnet_device_env"] or "unset"))
+    th = info["cpu_threads"]
+    print("CPU threads: %d (XPNET_NUM_THREADS=%s; BLAS %s%s)"
+          % (th["threads"], os.environ.get("XPNET_NUM_THREADS") or "unset",
+             th["blas"] or "not found", ", %s threads" % th["blas_threads"]
+             if th["blas_threads"] else ": " + th["disabled_because"]))
     print("optional: " + ", ".join("%s %s" % (k, v or "not installed")
                                    for k, v in info["optional"].items()))
     print("data sets:")

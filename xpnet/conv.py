@@ -11,11 +11,15 @@ input pixel), so they need no atomics and are deterministic.
 The book's 2-D layout ``(N*OH*OW, C*KH*KW)`` is available through `im2col`
 and `col2im` for readers following chapter 7.
 """
+import math
+import threading
+
+from . import parallel
 from .backend import elementwise_kernel, get_array_module
 
 __all__ = [
     "conv_output_size", "im2col", "col2im", "im2col_cnhw", "col2im_cnhw",
-    "conv2d_forward", "conv2d_backward",
+    "conv2d_forward", "conv2d_backward", "release_scratch",
     "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
 ]
 
@@ -65,10 +69,7 @@ def _pad(xp, x, ph, pw, value):
         return x
     N, C, H, W = x.shape
     out = xp.empty((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-    if value == 0:
-        out[...] = 0
-    else:
-        out[...] = value
+    out[...] = value
     out[:, :, ph:ph + H, pw:pw + W] = x
     return out
 
@@ -238,40 +239,116 @@ def _is_numpy(xp):
     return xp.__name__ == "numpy"
 
 
+_WORKSPACE_SIZE = 10   # col, colT, pad, ... for the training batch, the eval batch, a last partial batch
+
+
+def _key(ws, key, xp, shape, dtype):
+    return (key, tuple(shape), str(dtype), xp.__name__)
+
+
 def _buffer(ws, key, xp, shape, dtype):
     """An uninitialised array from workspace dict `ws`, reused while shape, dtype and
-    array module match. Reuse spares the page faults of fresh multi-MB allocations,
-    which on the CPU cost as much as the copy that fills them."""
+    array module match (least recently used ones are dropped). Reuse spares the page
+    faults of fresh multi-MB allocations, which on the CPU cost as much as the copy
+    that fills them."""
     if ws is None:
         return xp.empty(shape, dtype=dtype)
-    k = (key, tuple(shape), str(dtype), xp.__name__)
-    buf = ws.get(k)
+    k = _key(ws, key, xp, shape, dtype)
+    buf = ws.pop(k, None)
     if buf is None:
-        if len(ws) >= 6:   # col/colT for the training batch, eval batch, a last partial batch
+        while len(ws) >= _WORKSPACE_SIZE:
             ws.pop(next(iter(ws)))
-        buf = ws[k] = xp.empty(shape, dtype=dtype)
+        buf = xp.empty(shape, dtype=dtype)
+    ws[k] = buf
     return buf
+
+
+def _part_workspace(ws, i):
+    """Workspace of batch slice `i` (each CPU thread fills its own buffers)."""
+    if ws is None:
+        return None
+    parts = ws.setdefault("parts", [])
+    while len(parts) <= i:
+        parts.append({})
+    return parts[i]
+
+
+_scratch_bufs = {}     # thread id -> {slot: uint8 buffer}
+
+
+def _scratch(slot, xp, shape, dtype):
+    """A NumPy temporary that lives only inside one call (GEMM outputs, the columns of
+    dy), from a buffer per thread and slot that grows to the largest request: all
+    layers share it, where a per-layer buffer would hold one of each per layer."""
+    dtype = xp.dtype(dtype)
+    need = dtype.itemsize * math.prod(shape)
+    bufs = _scratch_bufs.get(threading.get_ident())
+    if bufs is None:
+        bufs = _scratch_bufs[threading.get_ident()] = {}
+    raw = bufs.get(slot)
+    if raw is None or raw.nbytes < need:
+        raw = bufs[slot] = xp.empty(max(need, 64), dtype=xp.uint8)
+    return raw[:need].view(dtype).reshape(shape)
+
+
+def release_scratch():
+    """Free the CPU temporaries that convolutions keep between calls (per thread, the
+    size of the largest layer's); the next call makes them again. Call it only while
+    no convolution is running."""
+    _scratch_bufs.clear()
 
 
 # ---------------------------------------------------------------- im2col/col2im
 
+def _valid(k, pad, step, n_out, n_in):
+    """Outputs ``o0:o1`` whose tap ``o*step - pad + k`` lies inside the input, and the
+    first input index they read."""
+    o0 = min(n_out, max(0, -(-(pad - k) // step)))
+    o1 = max(o0, min(n_out, (n_in - 1 + pad - k) // step + 1))
+    return o0, o1, o0 * step - pad + k
+
+
 def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0, workspace=None, key="col"):
     """Columns of `x` (N, C, H, W) as a 6-D array ``(C, KH, KW, N, OH, OW)``.
 
-    With a `workspace` dict the column buffer is reused across calls."""
+    With a `workspace` dict the column buffer is reused across calls (so the
+    returned array is overwritten by the next call with the same key)."""
     xp = get_array_module(x)
     N, C, H, W, sy, sx, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "im2col")
-    col = _buffer(workspace, key, xp, (C, kh, kw, N, oh, ow), x.dtype)
-    if _is_numpy(xp):
-        xpd = _pad(xp, x, ph, pw, pad_value)
-        xt = xpd.transpose(1, 0, 2, 3)
-        for ky in range(kh):
-            ye = ky + sy * oh
-            for kx in range(kw):
-                col[:, ky, kx] = xt[:, :, ky:ye:sy, kx:kx + sx * ow:sx]
+    shape = (C, kh, kw, N, oh, ow)
+    if not _is_numpy(xp):
+        col = _buffer(workspace, key, xp, shape, x.dtype)
+        _im2col_kernel()(xp.ascontiguousarray(x), N, C, H, W, kh, kw, oh, ow, sy, sx, ph, pw,
+                         x.dtype.type(pad_value), col)
         return col
-    _im2col_kernel()(xp.ascontiguousarray(x), N, C, H, W, kh, kw, oh, ow, sy, sx, ph, pw,
-                     x.dtype.type(pad_value), col)
+    # The padding entries of a buffer are the same for every call with this key, so
+    # they are filled once, when the buffer is made.
+    k = (key, sy, sx, ph, pw, H, W, pad_value)
+    fresh = workspace is None or _key(workspace, k, xp, shape, x.dtype) not in workspace
+    col = _buffer(workspace, k, xp, shape, x.dtype)
+    return _im2col_numpy(x, col, sy, sx, ph, pw, pad_value, fill_padding=fresh)
+
+
+def _im2col_numpy(x, col, sy, sx, ph, pw, pad_value, fill_padding=True):
+    """Fill `col` (C, KH, KW, N, OH, OW) from `x` with no padded copy of x: each tap
+    copies only its in-image rectangle, and its padding strips are filled with
+    `pad_value` if `fill_padding`."""
+    _, kh, kw, _, oh, ow = col.shape
+    H, W = x.shape[2:]
+    xt = x.transpose(1, 0, 2, 3)
+    for ky in range(kh):
+        y0, y1, iy = _valid(ky, ph, sy, oh, H)
+        for kx in range(kw):
+            x0, x1, ix = _valid(kx, pw, sx, ow, W)
+            tap = col[:, ky, kx]
+            if fill_padding and (y0 > 0 or y1 < oh or x0 > 0 or x1 < ow):
+                tap[:, :, :y0] = pad_value
+                tap[:, :, y1:] = pad_value
+                tap[:, :, y0:y1, :x0] = pad_value
+                tap[:, :, y0:y1, x1:] = pad_value
+            if y1 > y0 and x1 > x0:
+                tap[:, :, y0:y1, x0:x1] = xt[:, :, iy:iy + sy * (y1 - y0 - 1) + 1:sy,
+                                             ix:ix + sx * (x1 - x0 - 1) + 1:sx]
     return col
 
 
@@ -320,47 +397,106 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 # ---------------------------------------------------------------- convolution
 
+class ConvContext:
+    """What `conv2d_forward` keeps for `conv2d_backward`: the column buffers, one
+    per batch slice (the CPU splits the batch over threads; the GPU has one)."""
+    __slots__ = ("cols", "ranges")
+
+    def __init__(self, cols, ranges):
+        self.cols, self.ranges = cols, ranges
+
+
 def conv2d_forward(x, W, b, stride=1, pad=0, workspace=None):
     """``y = conv(x, W) + b`` for x (N,C,H,W), W (FN,C,KH,KW), b (FN,) or None.
 
-    Returns ``(y, col)``; keep `col` for `conv2d_backward`. A `workspace` dict
+    Returns ``(y, ctx)``; pass `ctx` to `conv2d_backward`. A `workspace` dict
     (one per layer) lets the large column buffers be reused between steps."""
     xp = get_array_module(x, W)
     FN, C, kh, kw = W.shape
-    col = im2col_cnhw(x, kh, kw, stride, pad, workspace=workspace)
-    _, _, _, N, oh, ow = col.shape
-    y = xp.dot(W.reshape(FN, -1), col.reshape(C * kh * kw, -1))       # (FN, N*OH*OW)
-    if b is not None:
-        y += b.reshape(FN, 1)
-    y = xp.ascontiguousarray(y.reshape(FN, N, oh, ow).transpose(1, 0, 2, 3))
-    return y, col
+    W2 = W.reshape(FN, -1)
+    if not _is_numpy(xp):
+        col = im2col_cnhw(x, kh, kw, stride, pad, workspace=workspace)
+        _, _, _, N, oh, ow = col.shape
+        y = xp.dot(W2, col.reshape(C * kh * kw, -1))                      # (FN, N*OH*OW)
+        if b is not None:
+            y += b.reshape(FN, 1)
+        y = xp.ascontiguousarray(y.reshape(FN, N, oh, ow).transpose(1, 0, 2, 3))
+        return y, ConvContext([col], [(0, N)])
+    N, _, _, _, _, _, _, _, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "im2col")
+    y = xp.empty((N, FN, oh, ow), dtype=x.dtype)
+    bias = None if b is None else b.reshape(FN, 1)
+
+    def part(i, a, e):
+        ws = _part_workspace(workspace, i)
+        col = im2col_cnhw(x[a:e], kh, kw, stride, pad, workspace=ws)
+        t = _scratch("y", xp, (FN, (e - a) * oh * ow), x.dtype)
+        xp.dot(W2, col.reshape(C * kh * kw, -1), out=t)
+        if bias is not None:
+            t += bias
+        y[a:e] = t.reshape(FN, e - a, oh, ow).transpose(1, 0, 2, 3)
+        return col
+
+    ranges = parallel.plan(N, N * FN * oh * ow * C * kh * kw, _MIN_FLOPS)
+    return y, ConvContext(parallel.run(ranges, part), ranges)
 
 
-def conv2d_backward(dy, col, W, x_shape, stride=1, pad=0, need_dx=True, workspace=None):
+_MIN_FLOPS = 1 << 21   # per thread: below this a hand-off costs more than it saves
+
+
+def conv2d_backward(dy, ctx, W, x_shape, stride=1, pad=0, need_dx=True, workspace=None):
     """Gradients ``(dx, dW, db)`` of `conv2d_forward` (dx is None if not `need_dx`)."""
     xp = get_array_module(dy, W)
     FN, C, kh, kw = W.shape
-    dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(FN, -1)  # (FN, N*OH*OW)
-    col2 = col.reshape(C * kh * kw, -1)
-    # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
-    dW = xp.ascontiguousarray(xp.dot(col2, dy2.T).T).reshape(W.shape)
-    db = dy2.sum(axis=1)
-    dx = None
+    N, _, H, Wd = x_shape
+    oh, ow = dy.shape[2:]
+    K = C * kh * kw
     sy, sx = _pair(stride, "stride")
     ph, pw = _pair(pad, "pad")
-    if need_dx and _is_numpy(xp) and sy == sx == 1 and ph < kh and pw < kw:
-        # Stride 1 on the CPU: dx is the full convolution of dy with the flipped filters,
-        # an im2col + GEMM that is cheaper than GEMM + col2im (col2im's adds dominate).
-        N, _, H, Wd = x_shape
+    W2 = W.reshape(FN, -1)
+    # Stride 1 on the CPU: dx is the full convolution of dy with the flipped filters,
+    # an im2col + GEMM that is cheaper than GEMM + col2im (col2im's adds dominate).
+    full_conv = need_dx and _is_numpy(xp) and sy == sx == 1 and ph < kh and pw < kw
+    if full_conv:
         Wf = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, -1)
-        colT = im2col_cnhw(dy, kh, kw, 1, (kh - 1 - ph, kw - 1 - pw), workspace=workspace,
-                           key="colT")
-        dxt = xp.dot(Wf, colT.reshape(FN * kh * kw, -1))                 # (C, N*H*W)
-        dx = xp.ascontiguousarray(dxt.reshape(C, N, H, Wd).transpose(1, 0, 2, 3))
-    elif need_dx:
-        dcol = _buffer(workspace, "dcol", xp, col.shape, col.dtype)
-        xp.dot(W.reshape(FN, -1).T, dy2, out=dcol.reshape(C * kh * kw, -1))
-        dx = col2im_cnhw(dcol, x_shape, kh, kw, stride, pad)
+    dx = xp.empty(x_shape, dtype=dy.dtype) if need_dx and _is_numpy(xp) else None
+
+    def tmp(slot, shape):
+        if _is_numpy(xp):
+            return _scratch(slot, xp, shape, dy.dtype)
+        return _buffer(workspace, slot, xp, shape, dy.dtype)
+
+    def part(i, a, e):
+        n = e - a
+        dyt = tmp("dy2", (FN, n, oh, ow))
+        dyt[...] = dy[a:e].transpose(1, 0, 2, 3)
+        dy2 = dyt.reshape(FN, -1)                                        # (FN, n*OH*OW)
+        # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
+        dWt = xp.dot(ctx.cols[i].reshape(K, -1), dy2.T)
+        db = dy2.sum(axis=1)
+        if full_conv:
+            colT = _im2col_numpy(dy[a:e], tmp("colT", (FN, kh, kw, n, H, Wd)), 1, 1,
+                                 kh - 1 - ph, kw - 1 - pw, 0)
+            dxt = tmp("dxt", (C, n * H * Wd))
+            xp.dot(Wf, colT.reshape(FN * kh * kw, -1), out=dxt)            # (C, n*H*W)
+            dx[a:e] = dxt.reshape(C, n, H, Wd).transpose(1, 0, 2, 3)
+        elif need_dx:
+            dcol = tmp("dcol", ctx.cols[i].shape)
+            xp.dot(W2.T, dy2, out=dcol.reshape(K, -1))
+            d = col2im_cnhw(dcol, (n, C, H, Wd), kh, kw, stride, pad)
+            if dx is None:
+                return dWt, db, d             # the GPU: one slice, no copy
+            dx[a:e] = d
+        return dWt, db, None
+
+    if not _is_numpy(xp):
+        dWt, db, dx = part(0, 0, N)
+        return dx, xp.ascontiguousarray(dWt.T).reshape(W.shape), db
+    parts = parallel.run(ctx.ranges, part)
+    dWt, db, _ = parts[0]
+    for p_dWt, p_db, _ in parts[1:]:
+        dWt = dWt + p_dWt
+        db = db + p_db
+    dW = xp.ascontiguousarray(dWt.T).reshape(W.shape)
     return dx, dW, db
 
 
@@ -392,14 +528,23 @@ def max_pool_forward(x, kh, kw, stride, pad=0):
                               y, arg)
         return y, arg
     xpd = _pad(xp, x, ph, pw, -xp.inf)
-    win = [xpd[:, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
-           for ky in range(kh) for kx in range(kw)]
-    if len(win) == 1:
-        return win[0].copy(), xpd
-    y = xp.maximum(win[0], win[1])
-    for v in win[2:]:
-        xp.maximum(y, v, out=y)
+    y = xp.empty((N, C, oh, ow), dtype=x.dtype)
+
+    def part(i, a, e):
+        win = [xpd[a:e, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+               for ky in range(kh) for kx in range(kw)]
+        if len(win) == 1:
+            y[a:e] = win[0]
+            return
+        xp.maximum(win[0], win[1], out=y[a:e])
+        for v in win[2:]:
+            xp.maximum(y[a:e], v, out=y[a:e])
+
+    parallel.run(parallel.plan(N, y.size * kh * kw, _MIN_ELEMENTS), part)
     return y, xpd
+
+
+_MIN_ELEMENTS = 1 << 18   # per thread, for memory-bound work
 
 
 def max_pool_backward(dy, ctx, x_shape, kh, kw, stride, pad=0, y=None):
@@ -418,22 +563,27 @@ def max_pool_backward(dy, ctx, x_shape, kh, kw, stride, pad=0, y=None):
     covered = not (overlap or ph or pw or sy > kh or sx > kw
                    or (H - kh) % sy or (W - kw) % sx)
     dxp = (xp.empty if covered else xp.zeros)((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
-    rest = dy.copy()                      # gradient not yet given to an earlier maximum
-    hit = xp.empty((N, C, oh, ow), dtype=bool)
-    g = xp.empty_like(rest)
     n = kh * kw
-    for q in range(n):
-        ky, kx = divmod(q, kw)
-        sl = (slice(None), slice(None), slice(ky, ky + sy * oh, sy), slice(kx, kx + sx * ow, sx))
-        xp.equal(xpd[sl], y, out=hit)
-        if overlap:
-            xp.multiply(rest, hit, out=g)
-            dxp[sl] += g
-        else:
-            xp.multiply(rest, hit, out=dxp[sl])
-            g = dxp[sl]
-        if q < n - 1:
-            rest -= g                     # exact: each entry loses all of itself or nothing
+
+    def part(i, a, e):
+        rest = dy[a:e].copy()             # gradient not yet given to an earlier maximum
+        hit = xp.empty(rest.shape, dtype=bool)
+        g = xp.empty_like(rest)
+        for q in range(n):
+            ky, kx = divmod(q, kw)
+            sl = (slice(a, e), slice(None), slice(ky, ky + sy * oh, sy),
+                  slice(kx, kx + sx * ow, sx))
+            xp.equal(xpd[sl], y[a:e], out=hit)
+            if overlap:
+                xp.multiply(rest, hit, out=g)
+                dxp[sl] += g
+            else:
+                xp.multiply(rest, hit, out=dxp[sl])
+                g = dxp[sl]
+            if q < n - 1:
+                rest -= g                 # exact: each entry loses all of itself or nothing
+
+    parallel.run(parallel.plan(N, dxp.size, _MIN_ELEMENTS), part)
     if ph or pw:
         dxp = xp.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
     return dxp

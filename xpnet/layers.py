@@ -7,6 +7,7 @@ same arrays. A layer takes ``xp`` from its input, keeps the input's dtype, and
 never writes into its input or into the incoming gradient.
 """
 from . import conv as _conv
+from . import parallel
 from . import functions as F
 from .backend import (device_of, device_rng, elementwise_kernel, get_array_module,
                       is_gpu_array, to_device)
@@ -32,6 +33,9 @@ class Layer:
 
     #: False for a net's first layer: the gradient w.r.t. the data is not needed.
     need_input_grad = True
+    #: True where the CPU work is mostly xpnet's own threads (im2col, pooling), so a
+    #: net holding such layers keeps BLAS single-threaded (`xpnet.parallel`).
+    cpu_threaded = False
 
     def __init__(self):
         self.params = {}
@@ -99,23 +103,48 @@ class Layer:
 
 # ------------------------------------------------------------------ activations
 
+_MIN_ELEMENTS = 1 << 18    # per CPU thread for memory-bound work
+_MIN_FLOPS = 1 << 23       # per CPU thread for a GEMM
+
+
+def _batch_parallel(x, part):
+    """Run ``part(i, start, stop)`` over slices of the batch axis, on CPU threads when
+    `x` is big enough (see `xpnet.parallel`)."""
+    n = x.shape[0] if x.ndim else 1
+    return parallel.run(parallel.plan(n, x.size, _MIN_ELEMENTS, get_array_module(x)), part)
+
+
 _relu_bwd = ("T y, T dy", "T dx", "dx = y > (T)0 ? dy : (T)0", "xpnet_relu_bwd")
 
 
 class Relu(Layer):
     def forward(self, x, train_flg=False):
         xp = self._check_input(x)
-        out = xp.maximum(x, x.dtype.type(0))
+        if is_gpu_array(x):
+            self._c_mask = out = xp.maximum(x, x.dtype.type(0))
+            return out
         # NumPy multiplies by a bool mask ~10x faster than np.where selects.
-        self._c_mask = out if is_gpu_array(out) else out > 0
+        out = xp.empty_like(x)
+        mask = self._c_mask = xp.empty(x.shape, dtype=bool)
+        x1, out1, mask1 = (a.reshape(1) if a.ndim == 0 else a for a in (x, out, mask))
+
+        def part(i, a, e):
+            xp.maximum(x1[a:e], x.dtype.type(0), out=out1[a:e])
+            xp.greater(out1[a:e], 0, out=mask1[a:e])
+
+        _batch_parallel(x1, part)
         return out
 
     def backward(self, dout):
         mask = self._c_mask
         self._check_dout(dout, mask.shape)
+        xp = get_array_module(dout)
         if is_gpu_array(mask):
             return elementwise_kernel(*_relu_bwd)(mask, dout)
-        return dout * mask
+        dx = xp.empty(dout.shape, dtype=xp.result_type(dout.dtype, mask.dtype))
+        d1, m1, dx1 = (a.reshape(1) if a.ndim == 0 else a for a in (dout, mask, dx))
+        _batch_parallel(d1, lambda i, a, e: xp.multiply(d1[a:e], m1[a:e], out=dx1[a:e]))
+        return dx
 
 
 class Sigmoid(Layer):
@@ -153,6 +182,14 @@ class Flatten(Layer):
 
 # ------------------------------------------------------------------ affine
 
+def _gemm_plan(n, flops, xp):
+    # Outside a convnet's single-threaded-BLAS stretch, BLAS's own threads are faster
+    # for a lone GEMM (they spin, so they start sooner than a pool hand-off).
+    if not parallel.blas_held():
+        return [(0, n)]
+    return parallel.plan(n, flops, _MIN_FLOPS, xp)
+
+
 class Affine(Layer):
     """``y = x @ W + b``; N-D input is flattened to (N, -1) and dx restored to its shape."""
     W = _param_property("W")
@@ -181,21 +218,56 @@ class Affine(Layer):
                              % (tuple(x.shape), x2.shape[1], W.shape[0]))
         self._c_shape = x.shape
         self._c_x = x2
-        out = xp.dot(x2, W)
-        if self.params["b"] is not None:
-            out += self.params["b"]
+        b = self.params["b"]
+        N, K = x2.shape
+        ranges = _gemm_plan(N, N * K * W.shape[1], xp)
+        if len(ranges) == 1:
+            out = xp.dot(x2, W)
+            if b is not None:
+                out += b
+            return out
+        out = xp.empty((N, W.shape[1]), dtype=xp.result_type(x2.dtype, W.dtype))
+
+        def part(i, a, e):
+            xp.dot(x2[a:e], W, out=out[a:e])
+            if b is not None:
+                out[a:e] += b
+
+        parallel.run(ranges, part)
         return out
 
     def backward(self, dout):
         xp = get_array_module(dout)
         x2 = self._c_x
-        self._check_dout(dout, (x2.shape[0], self.params["W"].shape[1]))
-        self.grads["W"] = xp.dot(x2.T, dout)
-        if self.params["b"] is not None:
-            self.grads["b"] = dout.sum(axis=0)
-        if not self.need_input_grad:
-            return None
-        return xp.dot(dout, self.params["W"].T).reshape(self._c_shape)
+        W = self.params["W"]
+        self._check_dout(dout, (x2.shape[0], W.shape[1]))
+        has_b = self.params["b"] is not None
+        N, K = x2.shape
+        ranges = _gemm_plan(N, N * K * W.shape[1], xp)
+        if len(ranges) == 1:
+            self.grads["W"] = xp.dot(x2.T, dout)
+            if has_b:
+                self.grads["b"] = dout.sum(axis=0)
+            if not self.need_input_grad:
+                return None
+            return xp.dot(dout, W.T).reshape(self._c_shape)
+        dx = (xp.empty((N, K), dtype=xp.result_type(dout.dtype, W.dtype))
+              if self.need_input_grad else None)
+
+        def part(i, a, e):
+            if dx is not None:
+                xp.dot(dout[a:e], W.T, out=dx[a:e])
+            return xp.dot(x2[a:e].T, dout[a:e]), dout[a:e].sum(axis=0)
+
+        parts = parallel.run(ranges, part)
+        dW, db = parts[0]
+        for p_dW, p_db in parts[1:]:
+            dW = dW + p_dW
+            db = db + p_db
+        self.grads["W"] = dW
+        if has_b:
+            self.grads["b"] = db
+        return None if dx is None else dx.reshape(self._c_shape)
 
 
 # ------------------------------------------------------------------ loss layers
@@ -260,6 +332,7 @@ class IdentityWithLoss(Layer):
 
 class Convolution(Layer):
     """2-D convolution by im2col + one GEMM. W: (FN, C, FH, FW), b: (FN,)."""
+    cpu_threaded = True
     W = _param_property("W")
     b = _param_property("b")
     dW = _param_property("W", grad=True)
@@ -314,6 +387,7 @@ class Convolution(Layer):
 class Pooling(Layer):
     """Max pooling (``mode='avg'`` for average). Padding is -inf for max and counts
     in the output size; gradients go to the first maximum of each window."""
+    cpu_threaded = True
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0, mode="max"):
         super().__init__()

@@ -7,6 +7,7 @@ grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 import math
 
 from . import layers as L
+from .parallel import blas_single_threaded
 from .backend import numpy as _np
 from .backend import asnumpy, current_device, device_of, get_array_module, host_rng, to_device, \
     get_device
@@ -203,13 +204,17 @@ class Sequential:
             t = to_device(t, device_of(p))
         return t
 
+    def _cpu_threads(self):
+        return blas_single_threaded(any(layer.cpu_threaded for layer in self.layers))
+
     # -- the book's interface
     def predict(self, x, train_flg=False, train=None):
         if train is not None:
             train_flg = train
         x = self._prepare(x)
-        for layer in self.layers:
-            x = layer.forward(x, train_flg)
+        with self._cpu_threads():
+            for layer in self.layers:
+                x = layer.forward(x, train_flg)
         return x
 
     def _regularization(self):
@@ -254,10 +259,11 @@ class Sequential:
     def gradient(self, x, t):
         """Backpropagation: returns ``{name: gradient}`` like `params`. The loss of this
         forward pass is kept (on the device) in ``self.last_loss``."""
-        self.last_loss = self.loss(x, t, train_flg=True)
-        dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        with self._cpu_threads():
+            self.last_loss = self.loss(x, t, train_flg=True)
+            dout = self.last_layer.backward(1)
+            for layer in reversed(self.layers):
+                dout = layer.backward(dout)
         grads = {}
         for k, (layer, local) in self._names.items():
             g = layer.grads[local]
