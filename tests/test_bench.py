@@ -136,6 +136,18 @@ def test_json_output_parses_and_file_matches(capsys, tmp_path):
     assert [(r["model"], r["task"], r["batch"]) for r in doc["rows"]] == [
         ("MultiLayerNet", "train", 4), ("MultiLayerNet", "infer", 4)]
     assert doc["settings"]["quick"] is True and doc["settings"]["vs"] is None
+    assert env["xpnet_threads"]["threads"] == xpnet.get_num_threads()
+
+
+def test_threads_option_sets_xpnet_threads(capsys, monkeypatch):
+    from xpnet import parallel
+    monkeypatch.setitem(parallel._state, "threads", parallel.get_num_threads())
+    assert bench.main(_TINY + ["--threads", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["settings"]["threads"] == 1 and doc["environment"]["xpnet_threads"]["threads"] == 1
+    with pytest.raises(SystemExit):
+        bench.main(_TINY + ["--threads", "0"])
+    assert "--threads must be >= 1" in capsys.readouterr().err
 
 
 def test_table_output(capsys):

@@ -198,6 +198,23 @@ def test_info_lists_versions_devices_and_datasets(capsys):
     ok, why = xpnet.gpu_available()
     gpu = [d for d in info["devices"] if d["name"].startswith("gpu")]
     assert gpu and gpu[0]["available"] == ok and (ok or gpu[0]["reason"] == why)
+    assert info["cpu_threads"]["threads"] == xpnet.get_num_threads()
+
+
+def test_threads_option_and_bad_env(tmp_path, capsys, monkeypatch):
+    from xpnet import parallel
+    monkeypatch.setitem(parallel._state, "threads", parallel.get_num_threads())
+    code, _, err = train_tiny(tmp_path / "t1", capsys, "--threads", 1, "--quiet")
+    assert code == 0, err
+    assert parallel.get_num_threads() == 1
+    with pytest.raises(SystemExit) as e:
+        run(["train", "--threads", "0"], capsys)
+    assert e.value.code == 2 and "--threads" in capsys.readouterr().err
+    monkeypatch.setitem(parallel._state, "threads", None)
+    monkeypatch.setenv("XPNET_NUM_THREADS", "many")
+    code, stdout, err = run(["info"], capsys)
+    assert code == 2 and "XPNET_NUM_THREADS must be a positive integer, got 'many'" in err
+    assert "Traceback" not in err
 
 
 # ---------------------------------------------------------------- bench

@@ -289,3 +289,37 @@ def test_conv_context_slices_follow_the_forward_plan(threads):
     y, ctx = conv.conv2d_forward(x, W, None, 1, 1, workspace={})
     assert ctx.ranges == parallel.split(7, 3)
     assert [c.shape[3] for c in ctx.cols] == [3, 2, 2]
+
+
+def test_error_in_a_worker_slice_is_raised_and_pool_stays_usable(threads):
+    threads(3)
+
+    def fn(i, a, b):
+        if i == 2:
+            raise ValueError("slice 2 failed")
+        return i
+    with pytest.raises(ValueError, match="slice 2 failed"):
+        parallel.run(parallel.split(9, 3), fn)
+    assert parallel.run(parallel.split(9, 3), lambda i, a, b: (a, b)) == parallel.split(9, 3)
+
+
+def test_concurrent_callers_share_the_pool(threads):
+    """Two threads running at once: slices that find no free worker run in their
+    caller, and every caller gets its own results."""
+    threads(3)
+    errors, out = [], {}
+
+    def caller(k):
+        try:
+            for _ in range(50):
+                r = parallel.run(parallel.split(30, 3), lambda i, a, b: sum(range(a, b)) + k)
+                assert r == [sum(range(a, b)) + k for a, b in parallel.split(30, 3)]
+            out[k] = True
+        except BaseException as e:
+            errors.append(e)
+    ts = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors and sorted(out) == [0, 1, 2]

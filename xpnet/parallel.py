@@ -18,14 +18,13 @@ import contextlib
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
            "blas_single_threaded", "blas_held"]
 
 _lock = threading.Lock()
 _local = threading.local()
-_state = {"threads": None, "pool": None, "pool_size": 0, "min_work": None}
+_state = {"threads": None, "idle": [], "made": 0, "min_work": None}
 _blas = {"tried": False, "get": None, "set": None, "name": None, "reason": ""}
 _blas_hold = {"count": 0, "saved": None}
 
@@ -175,26 +174,77 @@ def info():
             "disabled_because": "" if ok else _blas["reason"]}
 
 
-def _worker_init():
-    _local.worker = True
+class _Worker:
+    """One pool thread with a two-lock mailbox: the cheapest hand-off Python has
+    (a ThreadPoolExecutor's queue and futures cost about twice the wake-up)."""
+
+    def __init__(self, n):
+        self.go = threading.Lock()
+        self.done = threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.task = self.result = self.error = None
+        self.released = False     # True from start() until wait() has collected the slice
+        self.thread = threading.Thread(target=self._loop, name="xpnet-cpu-%d" % n, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        _local.worker = True
+        while True:
+            self.go.acquire()
+            fn, args = self.task
+            try:
+                self.result, self.error = fn(*args), None
+            except BaseException as e:
+                self.result, self.error = None, e
+            self.task = None
+            self.done.release()
+
+    def start(self, fn, *args):
+        self.task = (fn, args)
+        self.go.release()
+        self.released = True
+
+    def wait(self):
+        """The slice's result (or its exception, returned as ``(None, exc)``); waits
+        for the slice to finish even through Ctrl-C, so no thread writes into the
+        layer's buffers after the interrupt is raised."""
+        interrupted = None
+        while True:
+            try:
+                self.done.acquire()
+                break
+            except KeyboardInterrupt as e:
+                interrupted = e
+        result, error = self.result, self.error
+        self.result = self.error = None
+        self.released = False
+        return result, interrupted or error
 
 
-def _pool(size):
+def _take_workers(k):
+    """Up to `k` idle workers, started as needed (fewer if other threads hold them)."""
     with _lock:
-        if _state["pool"] is None or _state["pool_size"] < size:
-            old = _state["pool"]
-            _state["pool"] = ThreadPoolExecutor(size, thread_name_prefix="xpnet-cpu",
-                                                initializer=_worker_init)
-            _state["pool_size"] = size
-            if old is not None:
-                old.shutdown(wait=False)
-        return _state["pool"]
+        idle = _state["idle"]
+        while len(idle) < k and _state["made"] < _MAX_WORKERS:
+            _state["made"] += 1
+            idle.append(_Worker(_state["made"]))
+        got, _state["idle"] = idle[:k], idle[k:]
+    return got
+
+
+def _give_back(workers):
+    with _lock:
+        _state["idle"].extend(workers)
+
+
+_MAX_WORKERS = 255
 
 
 def _after_fork_in_child():
-    # The child has the pool object but not its threads, and only the forking thread.
-    _state["pool"] = None
-    _state["pool_size"] = 0
+    # The child has the workers' objects but not their threads, and only the forking thread.
+    _state["idle"] = []
+    _state["made"] = 0
     if _blas_hold["count"] and _blas_hold["saved"] not in (None, 1):
         _blas["set"](_blas_hold["saved"])
     _blas_hold["count"] = 0
@@ -243,26 +293,29 @@ def run(ranges, fn):
     if len(ranges) <= 1 or getattr(_local, "worker", False):
         return [fn(i, a, b) for i, (a, b) in enumerate(ranges)]
     with _HOLD:
-        pool = _pool(len(ranges) - 1)
-        futs = [pool.submit(fn, i, a, b) for i, (a, b) in enumerate(ranges[1:], 1)]
-        results, err = [], None
+        workers = _take_workers(len(ranges) - 1)
+        started, done, err = [], [], None
         try:
-            results.append(fn(0, *ranges[0]))
+            for w, (i, (a, b)) in zip(workers, enumerate(ranges[1:], 1)):
+                started.append(w)
+                w.start(fn, i, a, b)
+            results = [fn(0, *ranges[0])]
+            # slices with no free worker (other threads hold them) run here too
+            for i in range(len(workers) + 1, len(ranges)):
+                results.append(fn(i, *ranges[i]))
         except BaseException as e:
             err = e
-        for f in futs:
-            while True:
-                try:
-                    results.append(f.result())
-                except KeyboardInterrupt as e:
-                    # Ctrl-C while waiting: still let the slice finish, so no thread
-                    # writes into the layer's buffers after the interrupt is raised.
+        finally:
+            back = [w for w in workers if w not in started]
+            for w in started:
+                if w.released:
+                    r, e = w.wait()
+                    done.append(r)
                     err = err or e
-                    if not f.done():
-                        continue
-                except BaseException as e:
-                    err = err or e
-                break
+                    back.append(w)
+                # else Ctrl-C came inside start(): that worker is left out of the pool
+            _give_back(back)
         if err is not None:
             raise err
+        results[1:1] = done
     return results
