@@ -323,3 +323,22 @@ def test_concurrent_callers_share_the_pool(threads):
     for t in ts:
         t.join(60)
     assert not errors and sorted(out) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n,F,K,P,block", [(3, 4, 18, 100, 1 << 20),   # one GEMM per image
+                                           (3, 4, 18, 100, 4 * 18 * 50),  # two blocks per image
+                                           (2, 5, 7, 96, 5 * 7 * 33),   # w=32: 3 blocks
+                                           (2, 3, 5, 30, 1 << 20),      # P < 32: one GEMM
+                                           (0, 3, 5, 64, 1 << 20)])
+@pytest.mark.parametrize("held", [True, False])
+def test_gemm_per_image_blocks(threads, monkeypatch, n, F, K, P, block, held):
+    threads(2)
+    monkeypatch.setattr(conv, "_GEMM_BLOCK", block)
+    rng = np.random.default_rng(n + F + K + P)
+    Wm = rng.standard_normal((F, K))
+    col2 = rng.standard_normal((K, n * P))
+    out = np.full((n, F, P), np.nan)
+    with parallel.blas_single_threaded(held):
+        conv._gemm_per_image(Wm, col2, out)
+    want = np.einsum("fk,knp->nfp", Wm, col2.reshape(K, n, P))
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)

@@ -20,7 +20,8 @@ import os
 import threading
 
 __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
-           "blas_single_threaded", "blas_held"]
+           "blas_single_threaded", "blas_held",
+           "blas_is_single_threaded"]
 
 _lock = threading.Lock()
 _local = threading.local()
@@ -125,6 +126,12 @@ def blas_single_threaded(active=True):
 def blas_held():
     """True while some thread holds BLAS at one thread (see `blas_single_threaded`)."""
     return _blas_hold["count"] > 0
+
+
+def blas_is_single_threaded():
+    """True when a BLAS call now runs on the calling thread alone (held, or BLAS set to
+    one thread); False when BLAS may thread it, or its count is unknown."""
+    return _blas_hold["count"] > 0 or (_find_blas() and _blas["get"]() == 1)
 
 
 # ---------------------------------------------------------------- thread count
