@@ -443,6 +443,12 @@ _MIN_FLOPS = 1 << 21   # per thread: below this a hand-off costs more than it sa
 _GEMM_BLOCK = 1 << 20  # F*K*w: GEMMs this small skip most of OpenBLAS's packing
 
 
+def _block_width(P, size, least):
+    """The largest w dividing P with size*w <= _GEMM_BLOCK, or 0 if below `least`."""
+    w = next((P // k for k in range(1, P + 1) if P % k == 0 and size * (P // k) <= _GEMM_BLOCK), 0)
+    return w if w >= least else 0
+
+
 def _gemm_per_image(Wm, col2, out):
     """``out[n] = Wm @ (the columns of image n)`` for `out` (n, F, ...) contiguous,
     `Wm` (F, K), `col2` (K, n*P) with P pixels per image, on NumPy.
@@ -456,9 +462,8 @@ def _gemm_per_image(Wm, col2, out):
     so results are reproducible."""
     n, F = out.shape[:2]
     K, P = col2.shape[0], col2.shape[1] // max(n, 1)
-    w = next((P // k for k in range(1, P + 1)
-              if P % k == 0 and F * K * (P // k) <= _GEMM_BLOCK), 0)
-    if w < 32 or n == 0 or not parallel.blas_is_single_threaded():
+    w = _block_width(P, F * K, 32)
+    if w == 0 or n == 0 or not parallel.blas_is_single_threaded():
         t = _scratch("gemm", numpy, (F, n * P), out.dtype)
         numpy.dot(Wm, col2, out=t)
         out.reshape(n, F, P)[...] = t.reshape(F, n, P).transpose(1, 0, 2)
@@ -498,12 +503,18 @@ def conv2d_backward(dy, ctx, W, x_shape, stride=1, pad=0, need_dx=True, workspac
 
     def part(i, a, e):
         n = e - a
-        dyt = tmp("dy2", (FN, n, oh, ow))
-        dyt[...] = dy[a:e].transpose(1, 0, 2, 3)
-        dy2 = dyt.reshape(FN, -1)                                        # (FN, n*OH*OW)
-        # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
-        dWt = xp.dot(ctx.cols[i].reshape(K, -1), dy2.T)
-        db = dy2.sum(axis=1)
+        col2 = ctx.cols[i].reshape(K, -1)
+        dy2 = None
+        if _is_numpy(xp):
+            dWt = _weight_grad(col2, dy[a:e])
+            db = dy[a:e].sum(axis=(0, 2, 3))
+        if not _is_numpy(xp) or (need_dx and not full_conv):
+            dyt = tmp("dy2", (FN, n, oh, ow))
+            dyt[...] = dy[a:e].transpose(1, 0, 2, 3)
+            dy2 = dyt.reshape(FN, -1)                                    # (FN, n*OH*OW)
+        if not _is_numpy(xp):
+            dWt = xp.dot(col2, dy2.T)
+            db = dy2.sum(axis=1)
         if full_conv:
             colT = _im2col_numpy(dy[a:e], tmp("colT", (FN, kh, kw, n, H, Wd)), 1, 1,
                                  kh - 1 - ph, kw - 1 - pw, 0)
@@ -527,6 +538,31 @@ def conv2d_backward(dy, ctx, W, x_shape, stride=1, pad=0, need_dx=True, workspac
         db = db + p_db
     dW = xp.ascontiguousarray(dWt.T).reshape(W.shape)
     return dx, dW, db
+
+
+def _weight_grad(col2, dy):
+    """``dWt (K, F) = col2 (K, n*P) @ dy^T`` for `dy` (n, F, ...) on NumPy, by the same
+    blocks as `_gemm_per_image` (here from w >= 64, where they measured faster): each
+    block's (K, F) product, then their sum, without a transposed copy of dy."""
+    n, F = dy.shape[:2]
+    K, P = col2.shape[0], col2.shape[1] // max(n, 1)
+    w = _block_width(P, F * K, 64)
+    d3 = dy.reshape(n, F, P)
+    if w == 0 or n == 0 or not parallel.blas_is_single_threaded():
+        # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
+        dyt = _scratch("dy2", numpy, (F, n, P), dy.dtype)
+        dyt[...] = d3.transpose(1, 0, 2)
+        return numpy.dot(col2, dyt.reshape(F, -1).T)
+    k = P // w
+    blocks = col2.reshape(K, n * k, w).transpose(1, 0, 2)               # (n*k, K, w) views
+    if k == 1:
+        dyb = d3.transpose(0, 2, 1)                                      # (n, P, F) views
+    else:
+        dyb = _scratch("dyb", numpy, (n * k, w, F), dy.dtype)
+        dyb.reshape(n, k, w, F)[...] = d3.reshape(n, F, k, w).transpose(0, 2, 3, 1)
+    partial = _scratch("dWp", numpy, (n * k, K, F), numpy.result_type(col2.dtype, dy.dtype))
+    numpy.matmul(blocks, dyb, out=partial)
+    return partial.sum(axis=0)
 
 
 # ---------------------------------------------------------------- pooling
