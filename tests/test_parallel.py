@@ -342,3 +342,20 @@ def test_gemm_per_image_blocks(threads, monkeypatch, n, F, K, P, block, held):
         conv._gemm_per_image(Wm, col2, out)
     want = np.einsum("fk,knp->nfp", Wm, col2.reshape(K, n, P))
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,F,K,P,block", [(3, 4, 18, 100, 1 << 20),     # w = P
+                                           (3, 4, 18, 128, 4 * 18 * 64),  # two blocks per image
+                                           (2, 3, 5, 60, 1 << 20),        # P < 64: one GEMM
+                                           (0, 3, 5, 64, 1 << 20)])
+@pytest.mark.parametrize("held", [True, False])
+def test_weight_grad_blocks(threads, monkeypatch, n, F, K, P, block, held):
+    threads(2)
+    monkeypatch.setattr(conv, "_GEMM_BLOCK", block)
+    rng = np.random.default_rng(n + F + K + P)
+    col2 = rng.standard_normal((K, n * P))
+    dy = rng.standard_normal((n, F, P // 4, 4))[:, :, ::1]
+    with parallel.blas_single_threaded(held):
+        got = conv._weight_grad(col2, dy)
+    want = np.einsum("knp,nfp->kf", col2.reshape(K, n, P), dy.reshape(n, F, P))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
