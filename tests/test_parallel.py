@@ -359,3 +359,18 @@ def test_weight_grad_blocks(threads, monkeypatch, n, F, K, P, block, held):
         got = conv._weight_grad(col2, dy)
     want = np.einsum("knp,nfp->kf", col2.reshape(K, n, P), dy.reshape(n, F, P))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_scratch_of_ended_threads_is_dropped():
+    def use():
+        conv._scratch("t", np, (1000,), np.float32)
+    conv.release_scratch()
+    ts = [threading.Thread(target=use) for _ in range(5)]
+    for t in ts:
+        t.start()
+        t.join()
+    use()       # this thread registers and prunes the ended ones
+    ended = {t.ident for t in ts} - {threading.get_ident()}
+    assert not ended & set(conv._scratch_bufs)
+    conv.release_scratch()
+    assert conv._scratch_bufs == {}

@@ -240,10 +240,10 @@ def _is_numpy(xp):
     return xp.__name__ == "numpy"
 
 
-_WORKSPACE_SIZE = 10   # col, colT, pad, ... for the training batch, the eval batch, a last partial batch
+_WORKSPACE_SIZE = 10   # buffers for the training batch, the eval batch, a last partial batch
 
 
-def _key(ws, key, xp, shape, dtype):
+def _key(key, xp, shape, dtype):
     return (key, tuple(shape), str(dtype), xp.__name__)
 
 
@@ -254,7 +254,7 @@ def _buffer(ws, key, xp, shape, dtype):
     that fills them."""
     if ws is None:
         return xp.empty(shape, dtype=dtype)
-    k = _key(ws, key, xp, shape, dtype)
+    k = _key(key, xp, shape, dtype)
     buf = ws.pop(k, None)
     if buf is None:
         while len(ws) >= _WORKSPACE_SIZE:
@@ -285,6 +285,10 @@ def _scratch(slot, xp, shape, dtype):
     need = dtype.itemsize * math.prod(shape)
     bufs = _scratch_bufs.get(threading.get_ident())
     if bufs is None:
+        # a new thread: drop the buffers of threads that have ended
+        alive = {t.ident for t in threading.enumerate()}
+        for ident in [i for i in _scratch_bufs if i not in alive]:
+            _scratch_bufs.pop(ident, None)
         bufs = _scratch_bufs[threading.get_ident()] = {}
     raw = bufs.get(slot)
     if raw is None or raw.nbytes < need:
@@ -325,7 +329,7 @@ def im2col_cnhw(x, kh, kw, stride=1, pad=0, pad_value=0, workspace=None, key="co
     # The padding entries of a buffer are the same for every call with this key, so
     # they are filled once, when the buffer is made.
     k = (key, sy, sx, ph, pw, H, W, pad_value)
-    fresh = workspace is None or _key(workspace, k, xp, shape, x.dtype) not in workspace
+    fresh = workspace is None or _key(k, xp, shape, x.dtype) not in workspace
     col = _buffer(workspace, k, xp, shape, x.dtype)
     return _im2col_numpy(x, col, sy, sx, ph, pw, pad_value, fill_padding=fresh)
 
