@@ -374,3 +374,12 @@ def test_scratch_of_ended_threads_is_dropped():
     assert not ended & set(conv._scratch_bufs)
     conv.release_scratch()
     assert conv._scratch_bufs == {}
+
+
+def test_numpys_own_blas_is_preferred():
+    import os
+    d = os.path.dirname(np.__file__)
+    other = "/usr/lib/libopenblas.so.0"
+    scipy_like = os.path.join(os.path.dirname(d), "scipy.libs", "libscipy_openblas-1.so")
+    own = os.path.join(d + ".libs", "libscipy_openblas64_-2.so")
+    assert parallel._numpy_first([other, scipy_like, own]) == [own, other, scipy_like]

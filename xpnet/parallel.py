@@ -26,7 +26,7 @@ __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
 _lock = threading.Lock()
 _local = threading.local()
 _state = {"threads": None, "idle": [], "made": 0, "min_work": None}
-_blas = {"tried": False, "get": None, "set": None, "name": None, "reason": ""}
+_blas = {"tried": False, "get": None, "set": None, "name": None, "libs": [], "reason": ""}
 _blas_hold = {"count": 0, "saved": None}
 
 
@@ -62,6 +62,15 @@ def _loaded_blas_paths():
     return paths
 
 
+def _numpy_first(paths):
+    """NumPy's own copy first (a wheel keeps it in numpy.libs or numpy/.dylibs), then
+    other BLAS libraries loaded in the process (SciPy's, a system one)."""
+    import numpy
+    d = os.path.realpath(os.path.dirname(numpy.__file__))
+    own = (d + os.sep, d + ".libs" + os.sep)
+    return sorted(paths, key=lambda p: not os.path.realpath(p).startswith(own))
+
+
 def _find_blas():
     if _blas["tried"]:
         return _blas["set"] is not None
@@ -69,7 +78,8 @@ def _find_blas():
         if _blas["tried"]:
             return _blas["set"] is not None
         reason = "no OpenBLAS or MKL library found among NumPy's loaded libraries"
-        for path in _loaded_blas_paths():
+        libs = []
+        for path in _numpy_first(_loaded_blas_paths()):
             try:
                 lib = ctypes.CDLL(path)
             except OSError as e:
@@ -82,30 +92,36 @@ def _find_blas():
                 continue
             get.restype, get.argtypes = ctypes.c_int, []
             set_.restype, set_.argtypes = None, [ctypes.c_int]
-            _blas.update(get=get, set=set_, name=os.path.basename(path))
-            break
-        _blas["reason"] = "" if _blas["set"] is not None else reason
+            libs.append((os.path.basename(path), get, set_))
+        if libs:
+            # The first is NumPy's; the others are held too, in case the guess is wrong.
+            _blas.update(get=libs[0][1], set=libs[0][2], name=libs[0][0], libs=libs)
+        _blas["reason"] = "" if libs else reason
         _blas["tried"] = True
     return _blas["set"] is not None
 
 
 class _SingleThreadedBlas:
     """Holds BLAS at one thread while xpnet computes (re-entrant, across threads
-    too: the last one to leave restores the count it found)."""
+    too: the last one to leave restores the counts it found)."""
 
     def __enter__(self):
         with _lock:
             if _blas_hold["count"] == 0:
-                _blas_hold["saved"] = _blas["get"]()
-                if _blas_hold["saved"] != 1:
-                    _blas["set"](1)
+                _blas_hold["saved"] = [(set_, get()) for _, get, set_ in _blas["libs"]]
+                for set_, n in _blas_hold["saved"]:
+                    if n != 1:
+                        set_(1)
             _blas_hold["count"] += 1
 
     def __exit__(self, *exc):
         with _lock:
             _blas_hold["count"] -= 1
-            if _blas_hold["count"] == 0 and _blas_hold["saved"] not in (None, 1):
-                _blas["set"](_blas_hold["saved"])
+            if _blas_hold["count"] == 0:
+                for set_, n in _blas_hold["saved"] or ():
+                    if n != 1:
+                        set_(n)
+                _blas_hold["saved"] = None
         return False
 
 
@@ -177,6 +193,7 @@ def info():
     """What the CPU threading uses, for `xpnet info` and bug reports."""
     ok = _find_blas()
     return {"threads": get_num_threads(), "blas": _blas["name"],
+            "blas_also_held": [name for name, _, _ in _blas["libs"][1:]],
             "blas_threads": int(_blas["get"]()) if ok else None,
             "disabled_because": "" if ok else _blas["reason"]}
 
@@ -252,9 +269,12 @@ def _after_fork_in_child():
     # The child has the workers' objects but not their threads, and only the forking thread.
     _state["idle"] = []
     _state["made"] = 0
-    if _blas_hold["count"] and _blas_hold["saved"] not in (None, 1):
-        _blas["set"](_blas_hold["saved"])
+    if _blas_hold["count"]:
+        for set_, n in _blas_hold["saved"] or ():
+            if n != 1:
+                set_(n)
     _blas_hold["count"] = 0
+    _blas_hold["saved"] = None
 
 
 if hasattr(os, "register_at_fork"):
