@@ -19,6 +19,8 @@ import ctypes
 import os
 import threading
 
+from .backend import numpy   # NumPy loads the BLAS it was built with
+
 __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
            "blas_single_threaded", "blas_held",
            "blas_is_single_threaded"]
@@ -43,7 +45,6 @@ _SET_NAMES = ("openblas_set_num_threads", "openblas_set_num_threads64_",
 def _loaded_blas_paths():
     """Shared libraries in this process that look like NumPy's BLAS (Linux: from
     /proc/self/maps, so whatever NumPy actually loaded)."""
-    import numpy  # noqa: F401  (loads the BLAS it was built with)
     paths = []
     try:
         with open("/proc/self/maps") as f:
@@ -65,7 +66,6 @@ def _loaded_blas_paths():
 def _numpy_first(paths):
     """NumPy's own copy first (a wheel keeps it in numpy.libs or numpy/.dylibs), then
     other BLAS libraries loaded in the process (SciPy's, a system one)."""
-    import numpy
     d = os.path.realpath(os.path.dirname(numpy.__file__))
     own = (d + os.sep, d + ".libs" + os.sep)
     return sorted(paths, key=lambda p: not os.path.realpath(p).startswith(own))
