@@ -11,6 +11,7 @@ input pixel), so they need no atomics and are deterministic.
 The book's 2-D layout ``(N*OH*OW, C*KH*KW)`` is available through `im2col`
 and `col2im` for readers following chapter 7.
 """
+import functools
 import math
 import threading
 
@@ -447,10 +448,15 @@ _MIN_FLOPS = 1 << 21   # per thread: below this a hand-off costs more than it sa
 _GEMM_BLOCK = 1 << 20  # F*K*w: GEMMs this small skip most of OpenBLAS's packing
 
 
-def _block_width(P, size, least):
-    """The largest w dividing P with size*w <= _GEMM_BLOCK, or 0 if below `least`."""
-    w = next((P // k for k in range(1, P + 1) if P % k == 0 and size * (P // k) <= _GEMM_BLOCK), 0)
-    return w if w >= least else 0
+@functools.lru_cache(maxsize=256)
+def _block_width(P, size, least, block=None):
+    """The largest w dividing P with size*w <= block (_GEMM_BLOCK), or 0 if below `least`."""
+    k = max(1, -(-size * P // (block or _GEMM_BLOCK)))        # the fewest blocks that fit
+    while k <= P // least:
+        if P % k == 0:
+            return P // k
+        k += 1
+    return 0
 
 
 def _gemm_per_image(Wm, col2, out):
@@ -466,7 +472,7 @@ def _gemm_per_image(Wm, col2, out):
     so results are reproducible."""
     n, F = out.shape[:2]
     K, P = col2.shape[0], col2.shape[1] // max(n, 1)
-    w = _block_width(P, F * K, 32)
+    w = _block_width(P, F * K, 32, _GEMM_BLOCK)
     if w == 0 or n == 0 or not parallel.blas_is_single_threaded():
         t = _scratch("gemm", numpy, (F, n * P), out.dtype)
         numpy.dot(Wm, col2, out=t)
@@ -550,7 +556,7 @@ def _weight_grad(col2, dy):
     block's (K, F) product, then their sum, without a transposed copy of dy."""
     n, F = dy.shape[:2]
     K, P = col2.shape[0], col2.shape[1] // max(n, 1)
-    w = _block_width(P, F * K, 64)
+    w = _block_width(P, F * K, 64, _GEMM_BLOCK)
     d3 = dy.reshape(n, F, P)
     if w == 0 or n == 0 or not parallel.blas_is_single_threaded():
         # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
