@@ -383,3 +383,11 @@ def test_numpys_own_blas_is_preferred():
     scipy_like = os.path.join(os.path.dirname(d), "scipy.libs", "libscipy_openblas-1.so")
     own = os.path.join(d + ".libs", "libscipy_openblas64_-2.so")
     assert parallel._numpy_first([other, scipy_like, own]) == [own, other, scipy_like]
+
+
+def test_conv_backward_rejects_a_raw_column_array():
+    x = np.ones((2, 1, 4, 4))
+    W = np.ones((1, 1, 3, 3))
+    y, ctx = conv.conv2d_forward(x, W, None)
+    with pytest.raises(TypeError, match="ctx must be the ConvContext that conv2d_forward"):
+        conv.conv2d_backward(np.ones_like(y), ctx.cols[0], W, x.shape)

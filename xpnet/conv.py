@@ -490,6 +490,9 @@ def _gemm_per_image(Wm, col2, out):
 
 def conv2d_backward(dy, ctx, W, x_shape, stride=1, pad=0, need_dx=True, workspace=None):
     """Gradients ``(dx, dW, db)`` of `conv2d_forward` (dx is None if not `need_dx`)."""
+    if not isinstance(ctx, ConvContext):
+        raise TypeError("conv2d_backward: ctx must be the ConvContext that conv2d_forward "
+                        "returned with y, got %s" % type(ctx).__name__)
     xp = get_array_module(dy, W)
     FN, C, kh, kw = W.shape
     N, _, H, Wd = x_shape
