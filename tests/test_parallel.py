@@ -391,3 +391,29 @@ def test_conv_backward_rejects_a_raw_column_array():
     y, ctx = conv.conv2d_forward(x, W, None)
     with pytest.raises(TypeError, match="ctx must be the ConvContext that conv2d_forward"):
         conv.conv2d_backward(np.ones_like(y), ctx.cols[0], W, x.shape)
+
+
+def test_affine_alone_holds_blas_but_lets_it_thread_in_an_mlp_pass(threads, monkeypatch):
+    """A book-style loop over a convnet's layers must not wake BLAS's threads in its
+    affine layers; an MLP's pass lets BLAS thread its GEMMs."""
+    needs_blas()
+    threads(2)
+    get = parallel._blas["get"]
+    seen = []
+    real_plan = parallel.plan
+
+    def spy(n, *a, **k):
+        seen.append(get())
+        return real_plan(n, *a, **k)
+    monkeypatch.setattr(parallel, "plan", spy)
+    layer = layers.Affine(np.ones((6, 3)), np.zeros(3))
+    layer.forward(np.ones((4, 6)))
+    layer.backward(np.ones((4, 3)))
+    assert seen == [1, 1]
+    before = get()
+    with parallel.blas_threads_preferred():
+        assert parallel.blas_threads_preferred_here()
+        layer.forward(np.ones((4, 6)))
+        layer.backward(np.ones((4, 3)))
+        assert get() == before
+    assert seen == [1, 1] and not parallel.blas_threads_preferred_here()

@@ -104,7 +104,7 @@ class Layer:
 # ------------------------------------------------------------------ activations
 
 _MIN_ELEMENTS = 1 << 18    # per CPU thread for memory-bound work
-_MIN_FLOPS = 1 << 23       # per CPU thread for a GEMM
+_MIN_FLOPS = 1 << 21       # per CPU thread for a GEMM
 
 
 def _batch_parallel(x, part):
@@ -183,11 +183,18 @@ class Flatten(Layer):
 # ------------------------------------------------------------------ affine
 
 def _gemm_plan(n, flops, xp):
-    # Outside a convnet's single-threaded-BLAS stretch, BLAS's own threads are faster
-    # for a lone GEMM (they spin, so they start sooner than a pool hand-off).
-    if not parallel.blas_held():
+    if parallel.blas_threads_preferred_here():
         return [(0, n)]
     return parallel.plan(n, flops, _MIN_FLOPS, xp)
+
+
+def _own_gemm_threads(xp):
+    # With xpnet's threads on, its GEMMs keep BLAS at one thread and split the batch
+    # themselves: a BLAS call that threads wakes BLAS workers, which then spin for a
+    # while and slow the threaded layers that follow (book-style loops over a convnet's
+    # layers). Inside an MLP's pass (`parallel.blas_threads_preferred`) BLAS threads.
+    return parallel.blas_single_threaded(xp.__name__ == "numpy"
+                                         and not parallel.blas_threads_preferred_here())
 
 
 class Affine(Layer):
@@ -218,6 +225,10 @@ class Affine(Layer):
                              % (tuple(x.shape), x2.shape[1], W.shape[0]))
         self._c_shape = x.shape
         self._c_x = x2
+        with _own_gemm_threads(xp):
+            return self._forward(xp, x2, W)
+
+    def _forward(self, xp, x2, W):
         b = self.params["b"]
         N, K = x2.shape
         ranges = _gemm_plan(N, N * K * W.shape[1], xp)
@@ -241,6 +252,10 @@ class Affine(Layer):
         x2 = self._c_x
         W = self.params["W"]
         self._check_dout(dout, (x2.shape[0], W.shape[1]))
+        with _own_gemm_threads(xp):
+            return self._backward(xp, x2, W, dout)
+
+    def _backward(self, xp, x2, W, dout):
         has_b = self.params["b"] is not None
         N, K = x2.shape
         ranges = _gemm_plan(N, N * K * W.shape[1], xp)

@@ -7,7 +7,7 @@ grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 import math
 
 from . import layers as L
-from .parallel import blas_single_threaded
+from .parallel import blas_single_threaded, blas_threads_preferred
 from .backend import numpy as _np
 from .backend import asnumpy, current_device, device_of, get_array_module, host_rng, to_device, \
     get_device
@@ -205,7 +205,11 @@ class Sequential:
         return t
 
     def _cpu_threads(self):
-        return blas_single_threaded(any(layer.cpu_threaded for layer in self.layers))
+        # Conv/pool nets: BLAS at one thread for the whole pass, xpnet threads the
+        # layers. GEMM-only nets: BLAS's own threads serve lone GEMMs better.
+        if any(layer.cpu_threaded for layer in self.layers):
+            return blas_single_threaded()
+        return blas_threads_preferred()
 
     # -- the book's interface
     def predict(self, x, train_flg=False, train=None):

@@ -23,7 +23,7 @@ from .backend import numpy   # NumPy loads the BLAS it was built with
 
 __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
            "blas_single_threaded", "blas_held",
-           "blas_is_single_threaded"]
+           "blas_is_single_threaded", "blas_threads_preferred", "blas_threads_preferred_here"]
 
 _lock = threading.Lock()
 _local = threading.local()
@@ -137,6 +137,25 @@ def blas_single_threaded(active=True):
     if active and get_num_threads() > 1:
         return _HOLD
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def blas_threads_preferred():
+    """Context manager for a stretch of GEMM-only work (an MLP's pass): xpnet's GEMM
+    layers call BLAS once and let it thread, instead of splitting the batch over
+    xpnet's threads with BLAS held at one (what they do elsewhere, e.g. in a loop over
+    a convnet's layers). Per calling thread."""
+    prev = getattr(_local, "blas_preferred", False)
+    _local.blas_preferred = True
+    try:
+        yield
+    finally:
+        _local.blas_preferred = prev
+
+
+def blas_threads_preferred_here():
+    """True inside `blas_threads_preferred` (in this thread) and no hold is active."""
+    return getattr(_local, "blas_preferred", False) and _blas_hold["count"] == 0
 
 
 def blas_held():
