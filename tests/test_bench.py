@@ -140,7 +140,7 @@ def test_json_output_parses_and_file_matches(capsys, tmp_path):
 
 
 def test_threads_option_sets_xpnet_threads(capsys, monkeypatch):
-    from xpnet import parallel
+    from xpnet.backend import cpu_threads as parallel
     monkeypatch.setitem(parallel._state, "threads", parallel.get_num_threads())
     assert bench.main(_TINY + ["--threads", "1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -202,7 +202,7 @@ def test_info_lists_versions_devices_and_datasets(capsys):
 
 
 def test_threads_option_and_bad_env(tmp_path, capsys, monkeypatch):
-    from xpnet import parallel
+    from xpnet.backend import cpu_threads as parallel
     monkeypatch.setitem(parallel._state, "threads", parallel.get_num_threads())
     code, _, err = train_tiny(tmp_path / "t1", capsys, "--threads", 1, "--quiet")
     assert code == 0, err

@@ -4,8 +4,9 @@ __version__ = "0.1.0"
 from .backend import (CPU, Device, DeviceError, asnumpy, current_device, get_array_module,
                       get_device, gpu_available, seed, set_device, synchronize, to_device,
                       using_device)
-from . import functions, layers, optimizers, conv, parallel
-from .parallel import get_num_threads, set_num_threads
+from . import functions, layers, optimizers, conv
+from .backend import cpu_threads as parallel
+from .backend.cpu_threads import get_num_threads, set_num_threads
 from .layers import (Affine, AvgPooling, BatchNormalization, Convolution, Dropout, Flatten,
                      IdentityWithLoss, Pooling, Relu, Sigmoid, SoftmaxWithLoss, Tanh)
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer

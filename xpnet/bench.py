@@ -24,7 +24,7 @@ import time
 
 from . import __version__
 from . import layers as L
-from . import parallel
+from .backend import cpu_threads as parallel
 from .backend import (CPU, DeviceError, asnumpy, get_device, synchronize, to_device,
                       using_device)
 from .nets import DeepConvNet, MultiLayerNet, SimpleConvNet
@@ -804,7 +804,7 @@ def run_from_args(args):
     vs_torch = args.vs == "torch"
     threads = getattr(args, "threads", None)
     if threads is not None:
-        from . import parallel
+        from .backend import cpu_threads as parallel
         parallel.set_num_threads(threads)
         torch, _ = _import_torch() if vs_torch else (None, None)
         if torch is not None:

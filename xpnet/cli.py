@@ -176,7 +176,7 @@ def main(argv=None):
         return 2
     args = parser.parse_args(argv)
     try:
-        from . import parallel
+        from .backend import cpu_threads as parallel
         parallel.get_num_threads()            # a bad XPNET_NUM_THREADS fails here, clearly
     except ValueError as e:
         print("xpnet %s: error: %s" % (args.command, e), file=sys.stderr)
@@ -296,7 +296,7 @@ def _resume_defaults(args):
 
 def _set_threads(args):
     if getattr(args, "threads", None):
-        from . import parallel
+        from .backend import cpu_threads as parallel
         parallel.set_num_threads(args.threads)
 
 
@@ -456,7 +456,8 @@ def cmd_eval(args):
 # ---------------------------------------------------------------------- info
 
 def _info(data_dir=None):
-    from . import backend, datasets, parallel
+    from . import backend, datasets
+    from .backend import cpu_threads as parallel
     info = {"xpnet": __version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": np.__version__, "cupy": None,
             "devices": [{"name": "cpu", "backend": "numpy", "available": True}],

@@ -7,7 +7,7 @@ grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 import math
 
 from . import layers as L
-from .parallel import blas_single_threaded, blas_threads_preferred
+from .backend.cpu_threads import blas_single_threaded, blas_threads_preferred
 from .backend import numpy as _np
 from .backend import asnumpy, current_device, device_of, get_array_module, host_rng, to_device, \
     get_device

@@ -19,7 +19,7 @@ import ctypes
 import os
 import threading
 
-from .backend import numpy   # NumPy loads the BLAS it was built with
+import numpy   # NumPy loads the BLAS it was built with
 
 __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
            "blas_single_threaded", "blas_held",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet import conv, layers, parallel
+from xpnet import conv, layers
+from xpnet.backend import cpu_threads as parallel
 from xpnet.nets import DeepConvNet, MultiLayerNet, SimpleConvNet
 
 from test_conv import CONV_CASES, POOL_CASES
