@@ -1,9 +1,16 @@
-"""Device selection (XPNET_DEVICE, set_device, using_device), array movement, RNG seeding."""
+"""Device selection (XPNET_DEVICE, set_device, using_device), array movement, RNG seeding,
+kernel providers."""
+import importlib.util
+
 import numpy as np
 import pytest
 
 import xpnet
 from xpnet import backend as B
+from xpnet.backend import devices as D
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 GPU_OK, GPU_WHY = B.gpu_available()
 needs_gpu = pytest.mark.skipif(not GPU_OK, reason="needs CuPy and a GPU: %s" % GPU_WHY)
@@ -12,15 +19,15 @@ needs_gpu = pytest.mark.skipif(not GPU_OK, reason="needs CuPy and a GPU: %s" % G
 @pytest.fixture
 def fresh_default(monkeypatch):
     """Forget the resolved default device so XPNET_DEVICE is read again; restored after."""
-    monkeypatch.setattr(B, "_default", None)
-    monkeypatch.setattr(B._local, "stack", [], raising=False)
+    monkeypatch.setattr(D, "_default", None)
+    monkeypatch.setattr(D._local, "stack", [], raising=False)
     return monkeypatch
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
     """Pretend CuPy/CUDA is missing, whatever this machine has."""
-    monkeypatch.setattr(B, "gpu_available", lambda: (False, "CuPy is not installed (test)"))
+    monkeypatch.setattr(D, "gpu_available", lambda: (False, "CuPy is not installed (test)"))
     return monkeypatch
 
 
@@ -72,7 +79,7 @@ def test_env_unknown_value_lists_valid_values(fresh_default, value):
     msg = str(ei.value)
     assert "XPNET_DEVICE=%r" % value in msg
     if value != "gpu:x":
-        for valid in ("cpu", "gpu", "auto"):
+        for valid in ("cpu", "gpu", "auto", "torch:cuda", "array-api-strict", "numpy-reference"):
             assert valid in msg
     else:
         assert "integer" in msg
@@ -87,7 +94,7 @@ def test_set_device_overrides_env(fresh_default, no_gpu):
 
 
 def test_set_device_bad_name(fresh_default):
-    with pytest.raises(xpnet.DeviceError, match="unknown device 'npu'.*cpu, gpu, auto"):
+    with pytest.raises(xpnet.DeviceError, match="unknown device 'npu'.*cpu, gpu, gpu:N, auto"):
         xpnet.set_device("npu")
     with pytest.raises(xpnet.DeviceError, match="must be a str"):
         xpnet.set_device(3)
@@ -99,14 +106,14 @@ def test_using_device_nests_and_restores(fresh_default):
         assert d == xpnet.CPU
         assert xpnet.current_device() == xpnet.CPU
     assert xpnet.current_device() == xpnet.CPU
-    assert B._local.stack == []
+    assert D._local.stack == []
 
 
 def test_using_device_restores_after_error(fresh_default):
     with pytest.raises(KeyError):
         with xpnet.using_device("cpu"):
             raise KeyError("boom")
-    assert B._local.stack == []
+    assert D._local.stack == []
 
 
 def test_gpu_request_without_gpu_raises_device_error(no_gpu):
@@ -128,9 +135,14 @@ def test_gpu_request_without_gpu_raises_device_error(no_gpu):
 def test_real_missing_gpu_reason_says_how_to_install():
     ok, why = xpnet.gpu_available()
     assert not ok
-    assert "pip install" in why
-    with pytest.raises(xpnet.DeviceError, match="xpnet\\[gpu\\]"):
-        xpnet.get_device("gpu")
+    if importlib.util.find_spec("cupy") is None:
+        assert "pip install" in why
+        with pytest.raises(xpnet.DeviceError, match=r"pip install -e \"\.\[gpu\]\""):
+            xpnet.get_device("gpu")
+    else:        # CuPy without a usable driver (the gpu-check extra on a CPU machine)
+        assert "CUDA driver failed" in why or "no CUDA device" in why
+        with pytest.raises(xpnet.DeviceError, match="GPU can't be used"):
+            xpnet.get_device("gpu")
 
 
 def test_device_objects():
@@ -138,14 +150,20 @@ def test_device_objects():
     assert hash(xpnet.Device("cpu")) == hash(xpnet.CPU)
     assert str(xpnet.CPU) == "cpu" and xpnet.CPU.xp is np
     assert xpnet.get_device(xpnet.CPU) is xpnet.CPU
-    with pytest.raises(xpnet.DeviceError, match="'cpu' or 'gpu', got 'tpu'"):
+    with pytest.raises(xpnet.DeviceError, match="cpu, gpu, torch, array-api-strict, got 'tpu'"):
         xpnet.Device("tpu")
+    ref = xpnet.get_device("numpy-reference")
+    assert ref.reference and ref.library == "numpy" and ref != xpnet.CPU
+    assert str(ref) == "numpy-reference" and xpnet.get_device("cpu-reference") == ref
+    strict = xpnet.get_device("array-api-strict")
+    assert strict.library == "array_api_strict" and str(strict) == "array-api-strict"
+    assert strict.namespace.__name__ == "array_api_strict"
 
 
 def test_net_without_device_goes_to_current_device(backend):
     # the backend fixture makes its device current
     net = xpnet.TwoLayerNet(4, 3, 2, seed=0)
-    assert net.device.kind == backend.device
+    assert net.device == xpnet.get_device(backend.device)
     assert xpnet.get_array_module(net.params["W1"]) is backend.xp
 
 
@@ -154,11 +172,13 @@ def test_net_without_device_goes_to_current_device(backend):
 def test_get_array_module_and_asnumpy(backend):
     xp = backend.xp
     a = np.arange(6.0).reshape(2, 3)
-    d = xp.asarray(a)
+    d = backend.asarray(a)
+    npx = xpnet.get_device("cpu").namespace
     assert xpnet.get_array_module(d) is xp
-    assert xpnet.get_array_module(a) is np
-    assert xpnet.get_array_module(a, d) is xp
-    assert xpnet.get_array_module(1.0, [1, 2]) is np
+    assert xpnet.get_array_module(a) is npx
+    assert xpnet.get_array_module(1.0, [1, 2]) is npx
+    assert B.kind_of(d) == backend.dev.library and B.is_array(d)
+    assert not B.is_array([1.0]) and not B.is_array(np.float32(1))
     h = xpnet.asnumpy(d)
     assert type(h) is np.ndarray
     np.testing.assert_array_equal(h, a)
@@ -170,7 +190,7 @@ def test_to_device_arrays_and_containers(backend):
     xp = backend.xp
     a = np.arange(4, dtype=np.float32)
     d = xpnet.to_device(a, backend.device)
-    assert xpnet.get_array_module(d) is xp and d.dtype == np.float32
+    assert xpnet.get_array_module(d) is xp and B.dtype_name(d.dtype) == "float32"
     assert xpnet.to_device(d, backend.device) is d       # already there: no copy
     tree = {"w": a, "pair": (a, a * 2), "list": [a]}
     moved = xpnet.to_device(tree, backend.device)
@@ -189,7 +209,7 @@ def test_to_device_on_a_net(backend):
     before = {k: v.copy() for k, v in net.params.items()}
     out = xpnet.to_device(net, backend.device)
     assert out is net
-    assert net.device.kind == backend.device
+    assert net.device == xpnet.get_device(backend.device)
     for k, v in net.params.items():
         assert xpnet.get_array_module(v) is backend.xp
         np.testing.assert_array_equal(xpnet.asnumpy(v), before[k])
@@ -224,21 +244,23 @@ def test_net_round_trip_cpu_gpu_cpu_bit_identical():
 
 def test_synchronize_is_harmless(backend):
     xpnet.synchronize()
-    xpnet.synchronize(backend.xp)
+    xpnet.synchronize(backend.dev)
+    xpnet.synchronize(backend.asarray([1.0]))
 
 
 # ---------------------------------------------------------------- random numbers
 
 def test_seed_makes_host_and_device_streams_repeatable(backend):
-    xp = backend.xp
+    like = backend.asarray(np.zeros(1, np.float32))
     xpnet.seed(7)
     a1 = xpnet.backend.host_rng().standard_normal(5)
-    d1 = xpnet.asnumpy(xpnet.backend.device_rng(xp).random(5))
+    d1 = xpnet.asnumpy(xpnet.backend.uniform((5,), like))
     xpnet.seed(7)
     a2 = xpnet.backend.host_rng().standard_normal(5)
-    d2 = xpnet.asnumpy(xpnet.backend.device_rng(xp).random(5))
+    d2 = xpnet.asnumpy(xpnet.backend.uniform((5,), like))
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(d1, d2)
+    assert d1.dtype == np.float32 and ((d1 >= 0) & (d1 < 1)).all()
     xpnet.seed(8)
     assert not np.array_equal(xpnet.backend.host_rng().standard_normal(5), a1)
 
@@ -250,8 +272,60 @@ def test_seeded_nets_are_identical_on_every_device(backend):
         np.testing.assert_array_equal(xpnet.asnumpy(b.params[k]), a.params[k])
 
 
-def test_fuse_runs_plain_function_on_numpy(backend):
-    f = B.fuse(lambda a, b: a * b + a)
-    x = backend.asarray([1.0, 2.0, 3.0])
-    y = backend.asarray([2.0, 2.0, 2.0])
-    backend.assert_close(f(x, y), [3.0, 6.0, 9.0])
+def test_provider_follows_the_device(backend):
+    x = backend.asarray(np.zeros((1, 1, 2, 2)))
+    want = {"numpy": "numpy", "numpy-reference": "reference", "array-api-strict": "reference",
+            "torch-cpu": "reference", "cupy": "cupy", "cupy-reference": "reference"}
+    assert B.provider(x).NAME == want[backend.name]
+
+
+def test_a_reference_net_uses_reference_kernels_outside_using_device():
+    net = xpnet.SimpleConvNet((1, 6, 6), {"filter_num": 2, "filter_size": 3, "pad": 0,
+                                          "stride": 1}, hidden_size=4, output_size=3, seed=0,
+                              device="numpy-reference")
+    x = np.random.default_rng(0).standard_normal((2, 1, 6, 6))
+    assert net.device == xpnet.get_device("numpy-reference")
+    net.predict(x)
+    # the reference provider keeps an argmax index for max pooling; the fast one does not
+    pool = net.layers[2]
+    assert pool._c_kernels.NAME == "reference"
+    fast = xpnet.SimpleConvNet((1, 6, 6), {"filter_num": 2, "filter_size": 3, "pad": 0,
+                                           "stride": 1}, hidden_size=4, output_size=3, seed=0)
+    np.testing.assert_allclose(xpnet.asnumpy(net.predict(x)), fast.predict(x), rtol=1e-5)
+    assert fast.layers[2]._c_kernels.NAME == "numpy"
+
+
+def test_missing_library_names_the_extra(monkeypatch):
+    monkeypatch.setitem(D._load_errors, "torch", ImportError("No module named 'torch'"))
+    monkeypatch.delitem(D._loaded, "torch", raising=False)
+    with pytest.raises(xpnet.DeviceError, match=r"torch is not installed.*pip install -e "
+                                                r"\"\.\[torch\]\""):
+        xpnet.get_device("torch:cpu")
+
+
+@needs_torch
+def test_torch_device_names():
+    dev = xpnet.get_device("torch")
+    assert dev == xpnet.get_device("torch:cpu") and str(dev) == "torch:cpu"
+    assert dev.library == "torch" and dev.kind == "torch"
+    assert xpnet.get_device("torch-reference:cpu").reference
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(xpnet.DeviceError, match="PyTorch sees 0 CUDA device"):
+            xpnet.get_device("torch:cuda")
+    if not (torch.backends.mps.is_available()):
+        with pytest.raises(xpnet.DeviceError, match="MPS backend is not available"):
+            xpnet.get_device("torch:mps")
+    with pytest.raises(xpnet.DeviceError, match="unknown torch device"):
+        xpnet.get_device("torch:tpu")
+
+
+@needs_torch
+def test_arrays_cross_libraries_bit_exactly():
+    a = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    t = xpnet.to_device(a, "torch:cpu")
+    assert B.kind_of(t) == "torch" and B.device_of(t) == xpnet.get_device("torch:cpu")
+    s = xpnet.to_device(t, "array-api-strict")
+    assert B.kind_of(s) == "array_api_strict"
+    back = xpnet.to_device(s, "cpu")
+    assert type(back) is np.ndarray and back.tobytes() == a.tobytes()

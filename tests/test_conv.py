@@ -1,10 +1,17 @@
-"""im2col/col2im, convolution and pooling against plain-loop references written here."""
+"""im2col/col2im, convolution and pooling against plain-loop references written here, on
+every backend; the NumPy fast path's internals (its CNHW column layout, workspaces) on
+NumPy; and the fast path against the reference kernels over the same shape tables."""
 import itertools
 
 import numpy as np
 import pytest
 
+from xpnet import backend as B
 from xpnet import conv
+from xpnet.backend import cpu_threads as parallel
+from xpnet.backend import numpy_fast as fast
+from xpnet.backend import reference as ref
+from xpnet.backend.geometry import pair
 from xpnet.layers import AvgPooling, Convolution, Pooling
 
 # ---------------------------------------------------------------- references (plain loops)
@@ -97,12 +104,13 @@ POOL_MAX = [[2, 3], [4, 2]]
 POOL_AVG = [[1.0, 1.5], [2.25, 1.0]]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_golden_convolution_functions(backend, dtype):
+    xp = backend.xp
     x = backend.asarray(GOLD_X[None, None], dtype=dtype)
     W = backend.asarray(GOLD_W[None, None], dtype=dtype)
     y, _ = conv.conv2d_forward(x, W, None)
-    assert y.dtype == dtype
+    assert backend.dtype(y) == dtype
     np.testing.assert_array_equal(backend.np(y)[0, 0], GOLD_Y)
     y, _ = conv.conv2d_forward(x, W, backend.asarray([3.0], dtype=dtype))
     np.testing.assert_array_equal(backend.np(y)[0, 0], np.array(GOLD_Y) + 3)
@@ -110,8 +118,9 @@ def test_golden_convolution_functions(backend, dtype):
     np.testing.assert_array_equal(backend.np(y)[0, 0], GOLD_Y_PAD1)
     # the book's 2-D im2col times the flattened filter gives the same numbers
     col = conv.im2col(x, 3, 3, 1, 0)
-    assert col.shape == (4, 9)
-    np.testing.assert_array_equal(backend.np(col @ W.reshape(1, -1).T).reshape(2, 2), GOLD_Y)
+    assert tuple(col.shape) == (4, 9)
+    flat = xp.matrix_transpose(xp.reshape(W, (1, -1)))                  # (9, 1)
+    np.testing.assert_array_equal(backend.np(col @ flat).reshape(2, 2), GOLD_Y)
 
 
 def test_golden_convolution_layer(backend):
@@ -249,29 +258,41 @@ def test_pool_output_shape_matches_forward():
 
 # ---------------------------------------------------------------- im2col / col2im
 
-@pytest.mark.parametrize("shape,k,stride,pad", [((2, 3, 7, 9), (3, 2), 1, 0),
-                                                 ((1, 4, 10, 8), (3, 3), 2, 1),
-                                                 ((3, 5, 11, 12), (5, 3), 3, 2),
-                                                 ((2, 2, 6, 5), (2, 4), (2, 1), (0, 2))])
-def test_im2col_col2im_adjoint_both_layouts(backend, shape, k, stride, pad):
-    """<im2col(x), c> == <x, col2im(c)>: col2im is the exact adjoint of im2col."""
+# (N, C, H, W), (KH, KW), stride, pad
+IM2COL_CASES = [((2, 3, 7, 9), (3, 2), 1, 0),
+                ((1, 4, 10, 8), (3, 3), 2, 1),
+                ((3, 5, 11, 12), (5, 3), 3, 2),
+                ((2, 2, 6, 5), (2, 4), (2, 1), (0, 2))]
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", IM2COL_CASES)
+def test_im2col_col2im_adjoint(backend, shape, k, stride, pad):
+    """<im2col(x), c> == <x, col2im(c)>: the book's col2im is the exact adjoint of im2col."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
-    xd = backend.asarray(x)
-    # the 6-D (C, KH, KW, N, OH, OW) layout of the fast path
-    col6 = conv.im2col_cnhw(xd, k[0], k[1], stride, pad)
-    c6 = rng.standard_normal(col6.shape)
-    lhs = float((backend.np(col6) * c6).sum())
-    rhs = float((x * backend.np(conv.col2im_cnhw(backend.asarray(c6), shape, k[0], k[1],
-                                                 stride, pad))).sum())
-    assert lhs == pytest.approx(rhs, rel=1e-12)
-    # the book's 2-D (N*OH*OW, C*KH*KW) layout
-    col2 = conv.im2col(xd, k[0], k[1], stride, pad)
-    c2 = rng.standard_normal(col2.shape)
+    col2 = conv.im2col(backend.asarray(x), k[0], k[1], stride, pad)
+    c2 = rng.standard_normal(tuple(col2.shape))
     lhs = float((backend.np(col2) * c2).sum())
     rhs = float((x * backend.np(conv.col2im(backend.asarray(c2), shape, k[0], k[1],
                                             stride, pad))).sum())
     assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", IM2COL_CASES)
+def test_im2col_cnhw_col2im_cnhw_adjoint(shape, k, stride, pad):
+    """The NumPy fast path's 6-D (C, KH, KW, N, OH, OW) layout: col2im_cnhw is the exact
+    adjoint of im2col_cnhw, and the book layout is its transpose."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    col6 = fast.im2col_cnhw(x, k[0], k[1], stride, pad)
+    C, kh, kw, N, oh, ow = col6.shape
+    assert (C, kh, kw, N) == (shape[1], k[0], k[1], shape[0])
+    c6 = rng.standard_normal(col6.shape)
+    lhs = float((col6 * c6).sum())
+    rhs = float((x * fast.col2im_cnhw(c6, shape, k[0], k[1], stride, pad)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+    book = ref.im2col(x, k[0], k[1], pair(stride, "stride"), pair(pad, "pad"))
+    np.testing.assert_array_equal(col6.transpose(3, 4, 5, 0, 1, 2).reshape(book.shape), book)
 
 
 def test_im2col_book_layout_rows(backend):
@@ -287,33 +308,45 @@ def test_im2col_book_layout_rows(backend):
         np.testing.assert_array_equal(col[(n * oh + i) * ow + j], row)
 
 
+COUNTS_4x4_K3 = [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]]
+
+
 def test_col2im_counts_overlaps(backend):
     x_shape = (1, 1, 4, 4)
-    col = conv.im2col_cnhw(backend.asarray(np.zeros(x_shape)), 3, 3, 1, 0)
-    ones = backend.asarray(np.ones(col.shape))
-    counts = backend.np(conv.col2im_cnhw(ones, x_shape, 3, 3, 1, 0))[0, 0]
-    np.testing.assert_array_equal(counts, [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2],
-                                           [1, 2, 2, 1]])
+    col = conv.im2col(backend.asarray(np.zeros(x_shape)), 3, 3, 1, 0)
+    ones = backend.asarray(np.ones(tuple(col.shape)))
+    counts = backend.np(conv.col2im(ones, x_shape, 3, 3, 1, 0))[0, 0]
+    np.testing.assert_array_equal(counts, COUNTS_4x4_K3)
+
+
+def test_col2im_cnhw_counts_overlaps():
+    x_shape = (1, 1, 4, 4)
+    col = fast.im2col_cnhw(np.zeros(x_shape), 3, 3, 1, 0)
+    counts = fast.col2im_cnhw(np.ones(col.shape), x_shape, 3, 3, 1, 0)[0, 0]
+    np.testing.assert_array_equal(counts, COUNTS_4x4_K3)
 
 
 @pytest.mark.parametrize("k,stride,pad,pad_value", [(3, 1, 1, 0), (3, 2, 2, 0), (2, 3, (0, 2), 0),
                                                    (3, 1, 1, -1.5), (4, 1, 3, 0)])
-def test_im2col_workspace_reuse_is_safe(backend, k, stride, pad, pad_value):
-    """A reused column buffer keeps its padding entries (written only when the buffer is
-    made) and gets every in-image entry rewritten."""
+def test_im2col_workspace_reuse_is_safe(k, stride, pad, pad_value):
+    """NumPy fast path: a reused column buffer keeps its padding entries (written only
+    when the buffer is made) and gets every in-image entry rewritten."""
     rng = np.random.default_rng(0)
     ws = {}
     a, b = rng.standard_normal((2, 2, 7, 5)), rng.standard_normal((2, 2, 7, 5))
-    fresh = [backend.np(conv.im2col_cnhw(backend.asarray(v), k, k, stride, pad, pad_value))
-             for v in (a, b, a)]
+    fresh = [fast.im2col_cnhw(v, k, k, stride, pad, pad_value).copy() for v in (a, b, a)]
+    bufs = []
     for v, want in zip((a, b, a), fresh):
-        got = backend.np(conv.im2col_cnhw(backend.asarray(v), k, k, stride, pad, pad_value,
-                                          workspace=ws))
+        got = fast.im2col_cnhw(v, k, k, stride, pad, pad_value, workspace=ws)
+        bufs.append(got)
         np.testing.assert_array_equal(got, want)
+    assert bufs[0] is bufs[1] is bufs[2]                 # one buffer, reused
     # the same buffer key with another pad value gets its own buffer
-    other = backend.np(conv.im2col_cnhw(backend.asarray(a), k, k, stride, pad, 7.0, workspace=ws))
-    np.testing.assert_array_equal(
-        other, backend.np(conv.im2col_cnhw(backend.asarray(a), k, k, stride, pad, 7.0)))
+    other = fast.im2col_cnhw(a, k, k, stride, pad, 7.0, workspace=ws)
+    assert other is not bufs[0]
+    np.testing.assert_array_equal(other, fast.im2col_cnhw(a, k, k, stride, pad, 7.0))
+    np.testing.assert_array_equal(fast.im2col_cnhw(b, k, k, stride, pad, pad_value, workspace=ws),
+                                  fresh[1])
 
 
 # ---------------------------------------------------------------- GPU kernels on odd shapes
@@ -336,14 +369,15 @@ def test_kernels_odd_shapes_vs_numpy(backend, shape, k, stride, pad, fn):
     y_ref = ref_conv(x, W, None, s, p)
     dy = rng.standard_normal(y_ref.shape)
     dx_ref, dW_ref, _ = ref_conv_backward(x, W, dy, s, p)
-    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+    for dt, tol in (("float64", 1e-12), ("float32", 2e-5)):
         y, col = conv.conv2d_forward(backend.asarray(x, dt), backend.asarray(W, dt), None,
                                      stride, pad)
-        assert y.dtype == dt
+        assert backend.dtype(y) == dt
         scale = np.abs(y_ref).max()
         backend.assert_close(y, y_ref, rtol=tol, atol=tol * scale)
         dx, dW, _ = conv.conv2d_backward(backend.asarray(dy, dt), col, backend.asarray(W, dt),
                                          shape, stride, pad)
+        assert backend.dtype(dx) == dt and backend.dtype(dW) == dt
         backend.assert_close(dx, dx_ref, rtol=tol, atol=tol * np.abs(dx_ref).max())
         backend.assert_close(dW, dW_ref, rtol=tol, atol=tol * np.abs(dW_ref).max())
     if 2 * p[0] <= k[0] and 2 * p[1] <= k[1]:
@@ -356,6 +390,190 @@ def test_kernels_odd_shapes_vs_numpy(backend, shape, k, stride, pad, fn):
                                  rtol=1e-6, atol=1e-6)
             backend.assert_close(layer.backward(backend.asarray(dyp, np.float32)), dx_ref,
                                  rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- NumPy fast path vs reference
+#
+# The fast kernels (`xpnet.backend.numpy_fast`) and the readable ones
+# (`xpnet.backend.reference`) called directly on the same float64 NumPy inputs, over the
+# shape tables above, with contiguous and non-contiguous (strided, transposed) inputs.
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+LAYOUTS = ["contiguous", "strided"]
+
+# bigger cases, so the fast path's blocked GEMMs (F*K*P > its block size) run as well
+FAST_CONV_CASES = CONV_CASES + [((2, 16, 16, 16), (32, 3, 3), 1, 1),
+                                ((2, 8, 17, 17), (16, 3, 3), 2, 0)]
+
+
+def _layout(a, layout):
+    """`a` itself, or an equal non-contiguous view (every axis strided)."""
+    a = np.asarray(a)
+    if layout == "contiguous" or a.ndim == 0:
+        return a
+    base = np.zeros(a.shape[::-1] + (2,), dtype=a.dtype)
+    base[..., 0] = a.T
+    view = base[..., 0].T
+    if a.size > 1:
+        assert not view.flags.c_contiguous and not view.flags.f_contiguous
+    np.testing.assert_array_equal(view, a)
+    return view
+
+
+def assert_same(got, want, what, exact=False):
+    assert type(got) is np.ndarray, what
+    assert got.shape == want.shape, "%s: shape %s != %s" % (what, got.shape, want.shape)
+    assert got.dtype == want.dtype, "%s: dtype %s != %s" % (what, got.dtype, want.dtype)
+    if exact:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+    else:
+        np.testing.assert_allclose(got, want, err_msg=what, **TOL)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape,fshape,stride,pad", FAST_CONV_CASES)
+def test_fast_conv_equals_reference(shape, fshape, stride, pad, layout):
+    rng = np.random.default_rng(sum(shape) * 3 + sum(fshape))
+    s, p = pair(stride, "stride"), pair(pad, "pad")
+    FN, KH, KW = fshape
+    x = _layout(rng.standard_normal(shape), layout)
+    W = _layout(rng.standard_normal((FN, shape[1], KH, KW)), layout)
+    b = _layout(rng.standard_normal(FN), layout)
+    y_r, col_r = ref.conv2d_forward(x, W, b, s, p)
+    dy = _layout(rng.standard_normal(y_r.shape), layout)
+    dx_r, dW_r, db_r = ref.conv2d_backward(dy, col_r, W, shape, s, p)
+    y0_r, _ = ref.conv2d_forward(x, W, None, s, p)
+    # BLAS free to thread (one big GEMM), then held at one thread (blocks of small GEMMs)
+    # with a workspace reused over two calls
+    for held in (False, True):
+        ws = {} if held else None
+        with parallel.blas_single_threaded(held):
+            for _ in range(2 if held else 1):
+                y, ctx = fast.conv2d_forward(x, W, b, s, p, ws)
+                assert_same(y, y_r, "y (held=%s)" % held)
+                dx, dW, db = fast.conv2d_backward(dy, ctx, W, shape, s, p, True, ws)
+                assert_same(dx, dx_r, "dx (held=%s)" % held)
+                assert_same(dW, dW_r, "dW (held=%s)" % held)
+                assert_same(db, db_r, "db (held=%s)" % held)
+            y0, ctx0 = fast.conv2d_forward(x, W, None, s, p)
+            assert_same(y0, y0_r, "y without bias")
+            none, dW, db = fast.conv2d_backward(dy, ctx0, W, shape, s, p, need_dx=False)
+            assert none is None
+            assert_same(dW, dW_r, "dW (need_dx=False)")
+            assert_same(db, db_r, "db (need_dx=False)")
+
+
+POOL_DATA = ["normal", "ties", "signed-zeros"]
+
+
+def _pool_input(rng, shape, data):
+    if data == "normal":
+        return rng.standard_normal(shape)
+    if data == "ties":
+        return rng.integers(0, 3, size=shape).astype(float)    # many ties
+    # ties between -0.0 and 0.0 (equal, but not the same bits), among negatives
+    return rng.choice(np.array([-0.0, 0.0, -1.0]), size=shape)
+
+
+TIE_CASES = [((2, 3, 6, 6), (2, 2), 2, 0), ((1, 2, 5, 7), (3, 3), 1, 1),
+             ((1, 2, 6, 6), (2, 2), 1, 1)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("data", POOL_DATA)
+@pytest.mark.parametrize("shape,k,stride,pad", POOL_CASES + TIE_CASES)
+def test_fast_max_pool_equals_reference(shape, k, stride, pad, data, layout):
+    """Same output, and each window's gradient goes to the same (the first) maximum:
+    a gradient routed to another of the tied entries would land elsewhere in dx."""
+    rng = np.random.default_rng(sum(shape) + 10 * k[0] + k[1])
+    s, p = pair(stride, "stride"), pair(pad, "pad")
+    x = _layout(_pool_input(rng, shape, data), layout)
+    y_r, arg = ref.max_pool_forward(x, k[0], k[1], s, p)
+    y, ctx = fast.max_pool_forward(x, k[0], k[1], s, p)
+    assert_same(y, y_r, "y")
+    dy = _layout(rng.standard_normal(y_r.shape), layout)
+    dx_r = ref.max_pool_backward(dy, arg, shape, k[0], k[1], s, p)
+    dx = fast.max_pool_backward(dy, ctx, shape, k[0], k[1], s, p)
+    assert_same(dx, dx_r, "dx")
+    if data != "normal":          # the loops' first maximum too (np.argmax, row-major)
+        _, first = ref_pool(np.asarray(x), k[0], k[1], s, p, "max")
+        np.testing.assert_allclose(dx, ref_pool_backward(shape, dy, first, k[0], k[1], s, p,
+                                                         "max"), **TOL)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape,k,stride,pad", POOL_CASES + TIE_CASES)
+def test_fast_avg_pool_equals_reference(shape, k, stride, pad, layout):
+    rng = np.random.default_rng(sum(shape) + 10 * k[0] + k[1])
+    s, p = pair(stride, "stride"), pair(pad, "pad")
+    x = _layout(rng.standard_normal(shape), layout)
+    y = fast.avg_pool_forward(x, k[0], k[1], s, p)
+    assert_same(y, ref.avg_pool_forward(x, k[0], k[1], s, p), "y")
+    dy = _layout(rng.standard_normal(y.shape), layout)
+    assert_same(fast.avg_pool_backward(dy, shape, k[0], k[1], s, p),
+                ref.avg_pool_backward(dy, shape, k[0], k[1], s, p), "dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape,k,stride,pad", IM2COL_CASES + [
+    (shape, fshape[1:], stride, pad) for shape, fshape, stride, pad in CONV_CASES])
+def test_fast_im2col_col2im_equal_reference(shape, k, stride, pad, layout):
+    """The book's 2-D layout: im2col copies the same numbers, col2im sums the same."""
+    rng = np.random.default_rng(sum(shape) + k[0])
+    s, p = pair(stride, "stride"), pair(pad, "pad")
+    x = _layout(rng.standard_normal(shape), layout)
+    col = fast.im2col(x, k[0], k[1], s, p)
+    assert_same(col, ref.im2col(x, k[0], k[1], s, p), "im2col", exact=True)
+    c = _layout(rng.standard_normal(col.shape), layout)
+    assert_same(fast.col2im(c, shape, k[0], k[1], s, p), ref.col2im(c, shape, k[0], k[1], s, p),
+                "col2im")
+
+
+RELU_SHAPES = [(), (7,), (3, 4), (2, 3, 4, 5), (128, 4100)]   # the last one is threaded
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", RELU_SHAPES, ids=str)
+def test_fast_relu_equals_reference(shape, layout):
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape)
+    x = np.where(np.abs(x) < 0.2, 0.0, x)                          # exact zeros: no gradient
+    x = _layout(x, layout)
+    y_r, mask_r = ref.relu_forward(x)
+    y, mask = fast.relu_forward(x)
+    assert_same(y, y_r, "y", exact=True)
+    assert_same(np.asarray(mask), np.asarray(mask_r), "mask", exact=True)
+    dy = _layout(rng.standard_normal(shape), layout)
+    assert_same(fast.relu_backward(dy, mask), ref.relu_backward(dy, mask_r), "dx", exact=True)
+
+
+# (N, K, F); the last ones are big enough to be split over CPU threads
+AFFINE_SHAPES = [(1, 1, 1), (5, 7, 3), (64, 30, 10), (1000, 100, 50)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", AFFINE_SHAPES, ids=str)
+def test_fast_affine_equals_reference(shape, bias, layout):
+    N, K, F = shape
+    rng = np.random.default_rng(N + K + F)
+    x = _layout(rng.standard_normal((N, K)), layout)
+    W = _layout(rng.standard_normal((K, F)), layout)
+    b = _layout(rng.standard_normal(F), layout) if bias else None
+    dy = _layout(rng.standard_normal((N, F)), layout)
+    y_r = ref.affine_forward(x, W, b)
+    dx_r, dW_r, db_r = ref.affine_backward(dy, x, W, True)
+    # alone (batch split over xpnet's threads) and inside an MLP's pass (BLAS threads)
+    for heavy in (None, False):
+        with (fast.pass_scope(heavy) if heavy is not None else parallel.blas_single_threaded(False)):
+            assert_same(fast.affine_forward(x, W, b), y_r, "y")
+            dx, dW, db = fast.affine_backward(dy, x, W, True)
+            assert_same(dx, dx_r, "dx")
+            assert_same(dW, dW_r, "dW")
+            assert_same(db, db_r, "db")
+            none, dW, db = fast.affine_backward(dy, x, W, False)
+            assert none is None
+            assert_same(dW, dW_r, "dW (need_dx=False)")
 
 
 # ---------------------------------------------------------------- sizes and errors
@@ -377,11 +595,19 @@ def test_conv_output_size():
 def test_conv_function_errors(backend):
     x = backend.asarray(np.zeros((1, 1, 4, 4)))
     with pytest.raises(ValueError, match=r"4-D input \(N, C, H, W\), got shape \(4, 4\)"):
-        conv.im2col(x[0, 0], 3, 3)
+        conv.im2col(x[0, 0, :, :], 3, 3)
     with pytest.raises(ValueError, match="stride must be an int or a pair"):
         conv.im2col(x, 3, 3, stride=(1, 1, 1))
-    col = conv.im2col(x, 3, 3)
-    with pytest.raises(ValueError, match=r"col2im: expected col of shape \(4, 9\)"):
-        conv.col2im(col[:3], (1, 1, 4, 4), 3, 3)
     with pytest.raises(ValueError, match="pad .* must be at most half the window"):
         conv.max_pool_forward(x, 2, 2, 2, pad=2)
+
+
+def test_col2im_rejects_columns_of_the_wrong_shape(backend):
+    x = backend.asarray(np.zeros((1, 1, 4, 4)))
+    col = conv.im2col(x, 3, 3)
+    assert tuple(col.shape) == (4, 9)
+    with pytest.raises(ValueError, match=r"col2im: expected col of shape \(4, 9\)"):
+        conv.col2im(col[:3, :], (1, 1, 4, 4), 3, 3)
+    # as many numbers, the wrong shape: not to be silently reshaped
+    with pytest.raises(ValueError, match=r"col2im: expected col of shape \(4, 9\)"):
+        conv.col2im(backend.xp.matrix_transpose(col), (1, 1, 4, 4), 3, 3)

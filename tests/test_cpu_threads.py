@@ -1,10 +1,14 @@
-"""CPU threading (xpnet.parallel): slicing, the pool, BLAS held at one thread, and
-every threaded layer giving the serial answer on odd splits."""
+"""CPU threading (xpnet.backend.cpu_threads): slicing, the pool, BLAS held at one
+thread (seen through threadpoolctl), and every threaded layer giving the serial
+answer on odd splits."""
 import multiprocessing
+import os
+import pickle
 import threading
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 import xpnet
 from xpnet import conv, layers
@@ -21,15 +25,76 @@ def threads(monkeypatch):
     monkeypatch.setitem(parallel._state, "min_work", 1)
 
     def set_(n):
-        if n > 1 and not parallel._find_blas():
+        if n > 1 and parallel.info()["disabled_because"]:
             pytest.skip("threading is off here: %s" % parallel.info()["disabled_because"])
         parallel.set_num_threads(n)
     return set_
 
 
 def needs_blas():
-    if not parallel._find_blas():
+    if parallel.info()["disabled_because"]:
         pytest.skip("no settable BLAS: %s" % parallel.info()["disabled_because"])
+
+
+# threadpoolctl >= 3.8: a thread that set OpenBLAS's count keeps control until it lets go
+_let_go = getattr(threadpoolctl.OpenBLASController, "clear_controlling_thread", lambda: None)
+
+
+def blas_counts():
+    """Every BLAS library's thread count, as threadpoolctl reads it in this thread."""
+    return [d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
+
+
+@pytest.fixture
+def blas3():
+    """Every BLAS at 3 threads (neither 1 nor the usual default, so a hold that restored
+    a remembered or default count would show), set back afterwards."""
+    needs_blas()
+    limiter = threadpoolctl.ThreadpoolController().limit(limits=3, user_api="blas")
+    _let_go()
+    try:
+        if set(blas_counts()) != {3}:
+            pytest.skip("BLAS can't be set to 3 threads here: %s" % blas_counts())
+        yield [3] * len(blas_counts())
+    finally:
+        limiter.restore_original_limits()
+        _let_go()
+
+
+class FakeBlas:
+    """A BLAS controller the way threadpoolctl presents one; `per_thread`: its count
+    applies to the calling thread only (as MKL's does)."""
+    user_api, internal_api, version = "blas", "fakeblas", "9.9"
+
+    def __init__(self, filepath="/opt/fake/libfakeblas.so", n=4, per_thread=False):
+        self.filepath, self.default, self.per_thread = filepath, n, per_thread
+        self._n, self._local = n, threading.local()
+
+    def get_num_threads(self):
+        return getattr(self._local, "n", self.default) if self.per_thread else self._n
+
+    def set_num_threads(self, n):
+        if self.per_thread:
+            self._local.n = n
+        else:
+            self._n = n
+
+    num_threads = property(get_num_threads)
+
+    def info(self, debugging_info=False):
+        scope = "current_thread" if self.per_thread else "process"
+        return {"thread_limit_scope": scope} if debugging_info else {}
+
+
+def use_libs(monkeypatch, libs):
+    """Make the module find `libs` (threadpoolctl's controllers) from now on, with a
+    fresh pool whose workers start under them."""
+    class Controller:
+        lib_controllers = libs
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", Controller)
+    monkeypatch.setattr(parallel, "_blas", dict(parallel._blas, tried=False))
+    monkeypatch.setitem(parallel._state, "idle", [])
+    monkeypatch.setitem(parallel._state, "made", 0)
 
 
 # ---------------------------------------------------------------- slicing
@@ -102,20 +167,176 @@ def test_nested_run_in_a_worker_is_serial(threads):
     assert len(res[1]) == 1         # inside the pool thread: one slice, no deadlock
 
 
-def test_blas_held_at_one_thread_while_running_then_restored(threads):
+def test_blas_held_at_one_thread_while_running_then_restored(threads, blas3):
+    ones = [1] * len(blas3)
+    threads(2)
+    inside = parallel.run(parallel.split(4, 2), lambda i, a, b: blas_counts())
+    assert inside == [ones, ones]               # in the caller's slice and the worker's
+    assert blas_counts() == blas3 and not parallel.blas_is_single_threaded()
+    with parallel.blas_single_threaded():
+        assert blas_counts() == ones and parallel.blas_held()
+        assert parallel.blas_is_single_threaded()
+        with parallel.blas_single_threaded():      # re-entrant
+            assert blas_counts() == ones
+        assert blas_counts() == ones
+    assert blas_counts() == blas3 and not parallel.blas_held()
+    threads(1)
+    with parallel.blas_single_threaded():          # xpnet's threads off: BLAS threads
+        assert blas_counts() == blas3 and not parallel.blas_held()
+
+
+def test_hold_restores_the_count_it_found_each_time(threads, blas3):
+    threads(2)
+    with parallel.blas_single_threaded():
+        pass
+    assert blas_counts() == blas3
+    two = threadpoolctl.ThreadpoolController().limit(limits=2, user_api="blas")
+    _let_go()
+    try:
+        with parallel.blas_single_threaded():
+            assert set(blas_counts()) == {1}
+            assert parallel.info()["blas_threads"] == 2      # BLAS's count, not the hold's
+        assert set(blas_counts()) == {2}
+    finally:
+        two.restore_original_limits()
+        _let_go()
+
+
+def test_hold_entered_in_one_thread_is_restored_by_the_last_to_leave(threads, blas3):
+    """Thread A holds first, B joins, A leaves (alive still), B leaves: B restores
+    the counts A found, though A was the thread that set them."""
+    threads(2)
+    a_in, b_in, a_out, b_out = (threading.Event() for _ in range(4))
+    seen = []
+
+    def a():
+        with parallel.blas_single_threaded():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+        b_out.wait(5)
+
+    def b():
+        a_in.wait(5)
+        with parallel.blas_single_threaded():
+            b_in.set()
+            a_out.wait(5)
+            seen.append((blas_counts(), parallel.blas_held()))
+        seen.append((blas_counts(), parallel.blas_held()))
+        b_out.set()
+    ts = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert seen == [([1] * len(blas3), True), (blas3, False)]
+    assert blas_counts() == blas3
+
+
+def test_many_threads_holding_at_once_leave_blas_as_found(threads, blas3):
+    threads(2)
+    errors = []
+
+    def hammer(k):
+        try:
+            for i in range(200):
+                with parallel.blas_single_threaded():
+                    if i % 3 == k % 3:
+                        with parallel.blas_single_threaded():
+                            assert parallel.blas_is_single_threaded()
+                    assert parallel.blas_held()
+        except BaseException as e:
+            errors.append(e)
+    ts = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors
+    assert blas_counts() == blas3 and not parallel.blas_held()
+
+
+def test_hold_does_not_scan_the_libraries_again(threads, monkeypatch):
     needs_blas()
     threads(2)
-    get = parallel._blas["get"]
-    before = get()
-    inside = parallel.run(parallel.split(4, 2), lambda i, a, b: get())
-    assert inside == [1, 1]
-    assert get() == before
+
+    def scan():
+        raise AssertionError("the hold looked for BLAS libraries again")
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", scan)
+    for _ in range(3):
+        with parallel.blas_single_threaded():
+            assert parallel.run(parallel.split(4, 2), lambda i, a, b: b - a) == [2, 2]
+    assert parallel.info()["blas"]
+
+
+def test_per_thread_blas_held_in_each_holding_thread_and_worker(threads, monkeypatch):
+    """A BLAS whose count is per thread (MKL's): the holding threads and the workers
+    run at one, other threads keep theirs, each holder restores its own."""
+    fake = FakeBlas(per_thread=True, n=4)
+    use_libs(monkeypatch, [fake])
+    threads(2)
+    assert parallel.info()["blas_threads"] == 4
+    assert parallel.run(parallel.split(4, 2), lambda i, a, b: fake.get_num_threads()) == [1, 1]
+    assert fake.get_num_threads() == 4
+    inside, other = threading.Event(), []
+
+    def holder():
+        with parallel.blas_single_threaded():
+            other.append(fake.get_num_threads())
+            inside.set()
+            done.wait(5)
+        other.append(fake.get_num_threads())
+    done = threading.Event()
     with parallel.blas_single_threaded():
-        assert get() == 1 and parallel.blas_held()
-        with parallel.blas_single_threaded():      # re-entrant
-            assert get() == 1
-        assert get() == 1
-    assert get() == before and not parallel.blas_held()
+        t = threading.Thread(target=holder)
+        t.start()
+        inside.wait(5)
+        assert fake.get_num_threads() == 1 and parallel.blas_is_single_threaded()
+        seen = []
+        looker = threading.Thread(target=lambda: seen.append(
+            (fake.get_num_threads(), parallel.blas_is_single_threaded())))
+        looker.start()
+        looker.join(5)
+        assert seen == [(4, False)]                 # a thread that holds nothing
+        done.set()
+        t.join(5)
+        assert fake.get_num_threads() == 1          # the other holder left: still held here
+    assert other == [1, 4] and fake.get_num_threads() == 4
+
+
+def test_numpys_own_blas_named_first_and_every_blas_held(threads, monkeypatch):
+    d = os.path.dirname(np.__file__)
+    system = FakeBlas("/usr/lib/libopenblas.so.0", n=3)
+    own = FakeBlas(os.path.join(d + ".libs", "libscipy_openblas64_-2.so"), n=2)
+
+    class OpenMP(FakeBlas):
+        user_api = internal_api = "openmp"
+    omp = OpenMP("/usr/lib/libgomp.so.1", n=4)
+    use_libs(monkeypatch, [system, omp, own])
+    threads(2)
+    i = parallel.info()
+    assert i["blas"] == "fakeblas 9.9 (libscipy_openblas64_-2.so)"
+    assert i["blas_also_held"] == ["fakeblas 9.9 (libopenblas.so.0)"]
+    assert i["blas_threads"] == 2 and i["disabled_because"] == ""
+    with parallel.blas_single_threaded():
+        assert (own.num_threads, system.num_threads, omp.num_threads) == (1, 1, 4)
+    assert (own.num_threads, system.num_threads, omp.num_threads) == (2, 3, 4)
+
+
+@pytest.mark.parametrize("libs,why", [
+    ([], "found no BLAS library it can control"),
+    ([FakeBlas(n=None)], "can't read the thread count of fakeblas 9.9 (libfakeblas.so)")])
+def test_threading_off_without_a_settable_blas_and_info_says_why(threads, monkeypatch,
+                                                                 libs, why):
+    use_libs(monkeypatch, libs)
+    monkeypatch.setitem(parallel._state, "threads", 4)
+    i = parallel.info()
+    assert why in i["disabled_because"]
+    assert i["threads"] == 1 and i["blas"] is None and i["blas_threads"] is None
+    assert parallel.plan(100, 1 << 30) == [(0, 100)]
+    with parallel.blas_single_threaded():
+        assert not parallel.blas_held()
+    assert not parallel.blas_is_single_threaded()
 
 
 def test_conv_net_holds_blas_mlp_does_not(threads, monkeypatch):
@@ -143,7 +364,7 @@ def test_set_num_threads_checks_and_returns_previous(monkeypatch):
             parallel.set_num_threads(bad)
     prev = parallel.set_num_threads(3)
     assert prev == 1
-    assert xpnet.get_num_threads() == (3 if parallel._find_blas() else 1)
+    assert xpnet.get_num_threads() == (1 if parallel.info()["disabled_because"] else 3)
 
 
 @pytest.mark.parametrize("value,ok", [("3", 3), (" 1 ", 1), ("0", None), ("two", None),
@@ -157,11 +378,13 @@ def test_env_thread_count(monkeypatch, value, ok):
         assert parallel._default_threads() == ok
 
 
-def test_default_thread_count_follows_blas(monkeypatch):
-    needs_blas()
+def test_default_thread_count_follows_blas(monkeypatch, threads, blas3):
     monkeypatch.delenv("XPNET_NUM_THREADS", raising=False)
-    n = parallel._default_threads()
-    assert 1 <= n <= parallel._blas["get"]()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert parallel._default_threads() == min(3, cores)
+    threads(2)
+    with parallel.blas_single_threaded():      # BLAS's own count, not the hold's 1
+        assert parallel._default_threads() == min(3, cores)
 
 
 def _child_runs_parallel(q):
@@ -170,6 +393,76 @@ def _child_runs_parallel(q):
         q.put(out)
     except BaseException as e:  # report, don't hang
         q.put(repr(e))
+
+
+def _child_reports_blas(q):
+    try:
+        got = [blas_counts(), parallel.blas_held()]
+        with parallel.blas_single_threaded():
+            got.append(blas_counts())
+        got += [blas_counts(), parallel.run(parallel.split(6, 2), lambda i, a, b: b - a)]
+        q.put(got)
+    except BaseException as e:  # report, don't hang
+        q.put(repr(e))
+
+
+def test_fork_child_restores_blas_that_another_thread_held(threads, blas3):
+    threads(2)
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with parallel.blas_single_threaded():
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        held.wait(5)
+        assert set(blas_counts()) == {1}
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_child_reports_blas, args=(q,))
+        p.start()
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+            pytest.fail("the forked child hung")
+        assert q.get(timeout=5) == [blas3, False, [1] * len(blas3), blas3, [3, 3]]
+    finally:
+        release.set()
+        t.join(10)
+    assert blas_counts() == blas3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_inside_a_hold_child_starts_unheld(threads, blas3):
+    """The child of a fork inside a hold: BLAS as found, not held; leaving the
+    pre-fork hold there does nothing; its own holds work."""
+    threads(2)
+    r, w = os.pipe()
+    with parallel.blas_single_threaded():
+        pid = os.fork()
+        if pid == 0:                             # the child: report, never return
+            try:
+                got = [blas_counts(), parallel.blas_held()]
+            except BaseException as e:
+                got = repr(e)
+    if pid == 0:
+        try:
+            if isinstance(got, list):
+                got.append(parallel.blas_held())
+                with parallel.blas_single_threaded():
+                    got.append(blas_counts())
+                got.append(blas_counts())
+            os.write(w, pickle.dumps(got))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert got == [blas3, False, False, [1] * len(blas3), blas3]
+    assert blas_counts() == blas3 and not parallel.blas_held()
 
 
 def test_pool_works_after_fork(threads):
@@ -334,13 +627,13 @@ def test_concurrent_callers_share_the_pool(threads):
 @pytest.mark.parametrize("held", [True, False])
 def test_gemm_per_image_blocks(threads, monkeypatch, n, F, K, P, block, held):
     threads(2)
-    monkeypatch.setattr(conv, "_GEMM_BLOCK", block)
+    monkeypatch.setattr(xpnet.backend.numpy_fast, "_GEMM_BLOCK", block)
     rng = np.random.default_rng(n + F + K + P)
     Wm = rng.standard_normal((F, K))
     col2 = rng.standard_normal((K, n * P))
     out = np.full((n, F, P), np.nan)
     with parallel.blas_single_threaded(held):
-        conv._gemm_per_image(Wm, col2, out)
+        xpnet.backend.numpy_fast._gemm_per_image(Wm, col2, out)
     want = np.einsum("fk,knp->nfp", Wm, col2.reshape(K, n, P))
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
 
@@ -352,38 +645,31 @@ def test_gemm_per_image_blocks(threads, monkeypatch, n, F, K, P, block, held):
 @pytest.mark.parametrize("held", [True, False])
 def test_weight_grad_blocks(threads, monkeypatch, n, F, K, P, block, held):
     threads(2)
-    monkeypatch.setattr(conv, "_GEMM_BLOCK", block)
+    monkeypatch.setattr(xpnet.backend.numpy_fast, "_GEMM_BLOCK", block)
     rng = np.random.default_rng(n + F + K + P)
     col2 = rng.standard_normal((K, n * P))
     dy = rng.standard_normal((n, F, P // 4, 8))[:, :, :, ::2]     # not contiguous
     with parallel.blas_single_threaded(held):
-        got = conv._weight_grad(col2, dy)
+        got = xpnet.backend.numpy_fast._weight_grad(col2, dy)
     want = np.einsum("knp,nfp->kf", col2.reshape(K, n, P), dy.reshape(n, F, P))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_scratch_of_ended_threads_is_dropped():
+    fast = xpnet.backend.numpy_fast
+
     def use():
-        conv._scratch("t", np, (1000,), np.float32)
-    conv.release_scratch()
+        fast._scratch("t", (1000,), np.float32)
+    fast.release_scratch()
     ts = [threading.Thread(target=use) for _ in range(5)]
     for t in ts:
         t.start()
         t.join()
     use()       # this thread registers and prunes the ended ones
     ended = {t.ident for t in ts} - {threading.get_ident()}
-    assert not ended & set(conv._scratch_bufs)
-    conv.release_scratch()
-    assert conv._scratch_bufs == {}
-
-
-def test_numpys_own_blas_is_preferred():
-    import os
-    d = os.path.dirname(np.__file__)
-    other = "/usr/lib/libopenblas.so.0"
-    scipy_like = os.path.join(os.path.dirname(d), "scipy.libs", "libscipy_openblas-1.so")
-    own = os.path.join(d + ".libs", "libscipy_openblas64_-2.so")
-    assert parallel._numpy_first([other, scipy_like, own]) == [own, other, scipy_like]
+    assert not ended & set(fast._scratch_bufs)
+    fast.release_scratch()
+    assert fast._scratch_bufs == {}
 
 
 def test_conv_backward_rejects_a_raw_column_array():
@@ -394,27 +680,26 @@ def test_conv_backward_rejects_a_raw_column_array():
         conv.conv2d_backward(np.ones_like(y), ctx.cols[0], W, x.shape)
 
 
-def test_affine_alone_holds_blas_but_lets_it_thread_in_an_mlp_pass(threads, monkeypatch):
+def test_affine_alone_holds_blas_but_lets_it_thread_in_an_mlp_pass(threads, monkeypatch,
+                                                                    blas3):
     """A book-style loop over a convnet's layers must not wake BLAS's threads in its
     affine layers; an MLP's pass lets BLAS thread its GEMMs."""
-    needs_blas()
     threads(2)
-    get = parallel._blas["get"]
+    ones = [1] * len(blas3)
     seen = []
     real_plan = parallel.plan
 
     def spy(n, *a, **k):
-        seen.append(get())
+        seen.append(blas_counts())
         return real_plan(n, *a, **k)
     monkeypatch.setattr(parallel, "plan", spy)
     layer = layers.Affine(np.ones((6, 3)), np.zeros(3))
     layer.forward(np.ones((4, 6)))
     layer.backward(np.ones((4, 3)))
-    assert seen == [1, 1]
-    before = get()
+    assert seen == [ones, ones]
     with parallel.blas_threads_preferred():
         assert parallel.blas_threads_preferred_here()
         layer.forward(np.ones((4, 6)))
         layer.backward(np.ones((4, 3)))
-        assert get() == before
-    assert seen == [1, 1] and not parallel.blas_threads_preferred_here()
+        assert blas_counts() == blas3
+    assert seen == [ones, ones] and not parallel.blas_threads_preferred_here()

@@ -30,6 +30,10 @@ def _relu(be, dt, rng):
     return L.Relu(), rng.standard_normal((3, 5)), None
 
 
+def _leaky_relu(be, dt, rng):
+    return L.LeakyRelu(0.1), rng.standard_normal((3, 5)), None
+
+
 def _sigmoid(be, dt, rng):
     return L.Sigmoid(), rng.standard_normal((3, 5)) * 2, None
 
@@ -96,7 +100,8 @@ def _identity_loss(be, dt, rng):
 
 
 LAYERS = {
-    "affine_nd": _affine, "relu": _relu, "sigmoid": _sigmoid, "tanh": _tanh,
+    "affine_nd": _affine, "relu": _relu, "leaky_relu": _leaky_relu, "sigmoid": _sigmoid,
+    "tanh": _tanh,
     "flatten": _flatten, "conv_s2_p1": _conv, "conv_rect": _conv_rect,
     "maxpool_pad": _maxpool, "maxpool": _maxpool_plain, "avgpool_pad": _avgpool,
     "dropout": _dropout, "bn_2d": _bn2, "bn_4d": _bn4,
@@ -139,7 +144,7 @@ def test_layer_gradients_match_numerical(backend, name):
         dx = layer.backward(1)
     else:
         r = backend.asarray(rng.standard_normal(out.shape))
-        f = lambda _: float((run_forward(layer, x, t) * r).sum())
+        f = lambda _: float(backend.xp.sum(run_forward(layer, x, t) * r))
         dx = layer.backward(r)
     analytic = {k: backend.np(v) for k, v in layer.grads.items()}
     assert set(analytic) == set(layer.params)
@@ -159,7 +164,7 @@ def test_gradient_check_catches_a_wrong_gradient(backend):
     r = backend.asarray(rng.standard_normal((3, 4)))
     layer.forward(x)
     wrong = layer.backward(r) * 1.001
-    num = numerical_gradient(lambda _: float((layer.forward(x) * r).sum()), x)
+    num = numerical_gradient(lambda _: float(backend.xp.sum(layer.forward(x) * r)), x)
     assert grad_error(num, wrong, 1e-12) > 1e-4
     assert relative_error(num, wrong) > 1e-4
     layer.forward(x)          # the numerical pass left a perturbed forward cached
@@ -173,8 +178,8 @@ def test_directional_check_agrees_with_backprop(backend):
     x = backend.asarray(x_host)
     r = backend.asarray(rng.standard_normal(layer.forward(x).shape))
     layer.backward(r)
-    grads = {k: v.copy() for k, v in layer.grads.items()}
-    loss = lambda: float((layer.forward(x) * r).sum())
+    grads = {k: backend.copy(v) for k, v in layer.grads.items()}
+    loss = lambda: float(backend.xp.sum(layer.forward(x) * r))
     assert directional_check(loss, layer.params, grads, n_dirs=4) < 1e-7
     grads["W"] = grads["W"] * 1.01
     assert directional_check(loss, layer.params, grads, n_dirs=4) > 1e-4
@@ -189,17 +194,17 @@ def test_float32_in_float32_out(backend, name):
     x = backend.asarray(x_host, np.float32)
     t = None if t_host is None else backend.asarray(t_host)
     out = run_forward(layer, x, t)
-    assert out.dtype == np.float32, "forward"
+    assert backend.dtype(out) == "float32", "forward"
     dx = layer.backward(1) if name in LOSSES else layer.backward(
         backend.asarray(np.ones(out.shape), np.float32))
-    assert dx.dtype == np.float32, "backward"
+    assert backend.dtype(dx) == "float32", "backward"
     for k in layer.params:
-        assert layer.params[k].dtype == np.float32, k
-        assert layer.grads[k].dtype == np.float32, "grad " + k
+        assert backend.dtype(layer.params[k]) == "float32", k
+        assert backend.dtype(layer.grads[k]) == "float32", "grad " + k
     for k, v in layer.buffers.items():
-        assert v.dtype == np.float32, k
+        assert backend.dtype(v) == "float32", k
     if name not in LOSSES:       # eval mode too
-        assert layer.forward(x, False).dtype == np.float32
+        assert backend.dtype(layer.forward(x, False)) == "float32"
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -208,14 +213,14 @@ def test_no_writes_into_input_or_incoming_gradient(backend, name):
     layer, x_host, t_host = LAYERS[name](backend, np.float64, rng)
     x = backend.asarray(x_host)
     t = None if t_host is None else backend.asarray(t_host)
-    x0, t0 = x.copy(), None if t is None else t.copy()
-    params0 = {k: v.copy() for k, v in layer.params.items()}
+    x0, t0 = backend.copy(x), None if t is None else backend.copy(t)
+    params0 = {k: backend.copy(v) for k, v in layer.params.items()}
     out = run_forward(layer, x, t)
     if name in LOSSES:
         layer.backward(1)
     else:
         dout = backend.asarray(rng.standard_normal(out.shape))
-        d0 = dout.copy()
+        d0 = backend.copy(dout)
         layer.backward(dout)
         np.testing.assert_array_equal(backend.np(dout), backend.np(d0), err_msg="dout changed")
         layer.forward(x, False)              # evaluation mode too
@@ -227,13 +232,7 @@ def test_no_writes_into_input_or_incoming_gradient(backend, name):
 
 
 def _strided(be, a):
-    """A non-contiguous device view equal to host `a` (transposed and stepped)."""
-    base = np.zeros(a.shape[::-1] + (2,))
-    base[..., 0] = a.T
-    view = be.asarray(base)[..., 0].T
-    assert not view.flags.c_contiguous
-    np.testing.assert_array_equal(be.np(view), a)
-    return view
+    return be.strided(a)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -504,7 +503,7 @@ def test_softmax_with_loss_values(backend):
     s = L.SoftmaxWithLoss()
     assert float(s.forward(backend.asarray(x), backend.asarray(t))) == pytest.approx(expect,
                                                                                      rel=1e-12)
-    dx = y.copy()
+    dx = backend.copy(y)
     dx[[0, 1], t] -= 1
     backend.assert_close(s.backward(), dx / 2, rtol=1e-12)
     # labels on the host are fine for a device layer
@@ -553,7 +552,7 @@ def test_softmax_with_loss_soft_and_integer_onehot_targets(backend):
     np.testing.assert_allclose(xpnet.asnumpy(s.backward()), dx_ref, atol=1e-12)
     soft = rng.random((4, 5))
     soft /= soft.sum(axis=1, keepdims=True)
-    xs = x.copy()
+    xs = backend.copy(x)
 
     def f(_):
         return float(L.SoftmaxWithLoss().forward(backend.asarray(xs), backend.asarray(soft)))
@@ -565,3 +564,16 @@ def test_softmax_with_loss_soft_and_integer_onehot_targets(backend):
     hard = L.SoftmaxWithLoss()
     hard.forward(backend.asarray(x), backend.asarray(soft.argmax(axis=1)))
     assert np.abs(xpnet.asnumpy(hard.backward()) - xpnet.asnumpy(s2.backward())).max() > 1e-3
+
+
+def test_leaky_relu_values_and_errors(backend):
+    x = backend.asarray([[-2.0, -0.5, 0.0, 3.0]])
+    layer = L.LeakyRelu(0.1)
+    backend.assert_close(layer.forward(x), [[-0.2, -0.05, 0.0, 3.0]])
+    backend.assert_close(layer.backward(backend.asarray([[1.0, 2.0, 3.0, 4.0]])),
+                         [[0.1, 0.2, 0.3, 4.0]])
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="LeakyRelu: alpha must be in"):
+            L.LeakyRelu(bad)
+    with pytest.raises(RuntimeError, match="LeakyRelu.backward: call forward first"):
+        L.LeakyRelu().backward(x)

@@ -61,7 +61,7 @@ def test_save_load_round_trip(backend, tmp_path, name):
     for dev in devices:
         again = xpnet.load_net(path, device=dev)
         assert type(again).__name__ == name
-        assert again.device.kind == dev
+        assert again.device == xpnet.get_device(dev)
         for k, v in net.state_dict().items():
             got = (again.params[k] if k in again.params else again.buffers[k])
             assert xpnet.asnumpy(got).tobytes() == v.tobytes(), (dev, k)
@@ -88,7 +88,7 @@ def test_load_on_the_other_device(backend, tmp_path):
     net = make_nets(src)["SimpleConvNet"]
     net.save_params(tmp_path / "m")
     again = xpnet.load_net(tmp_path / "m.npz", device=backend.device)
-    assert again.device.kind == backend.device
+    assert again.device == xpnet.get_device(backend.device)
     for k in net.params:
         assert xpnet.asnumpy(again.params[k]).tobytes() == \
             xpnet.asnumpy(net.params[k]).tobytes(), k

@@ -1,9 +1,12 @@
-"""Pure array math of the book's chapters 3-5, for NumPy and CuPy alike.
+"""Pure array math of the book's chapters 3-5, for any Array API library.
 
-Each function takes `xp` from its input, keeps the input's dtype, and never
-writes into its arguments.
+Each function takes its namespace from its input, keeps the input's dtype
+(integers become float32), uses standard calls only, and never writes into its
+arguments.
 """
-from .backend import get_array_module
+import math
+
+from . import backend
 
 __all__ = [
     "step_function", "identity_function", "sigmoid", "sigmoid_grad", "tanh", "relu",
@@ -13,16 +16,17 @@ __all__ = [
 
 
 def _float(x):
-    xp = get_array_module(x)
-    x = xp.asarray(x)
-    if x.dtype.kind != "f":
-        x = x.astype(xp.float32)
+    if not backend.is_array(x):
+        x = backend.asnumpy(x)
+    xp = backend.namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        x = xp.astype(x, xp.float32)
     return xp, x
 
 
 def step_function(x):
     xp, x = _float(x)
-    return (x > 0).astype(x.dtype)
+    return xp.astype(x > 0, x.dtype)
 
 
 def identity_function(x):
@@ -32,13 +36,12 @@ def identity_function(x):
 def sigmoid(x):
     # tanh form: no overflow warning for large negative x, same value
     xp, x = _float(x)
-    half = x.dtype.type(0.5)
-    return xp.tanh(x * half) * half + half
+    return xp.tanh(x * 0.5) * 0.5 + 0.5
 
 
 def sigmoid_grad(x):
     s = sigmoid(x)
-    return (1 - s) * s
+    return (1.0 - s) * s
 
 
 def tanh(x):
@@ -48,50 +51,51 @@ def tanh(x):
 
 def relu(x):
     xp, x = _float(x)
-    return xp.maximum(x, x.dtype.type(0))
+    return xp.where(x > 0, x, xp.zeros_like(x))
 
 
 def relu_grad(x):
     xp, x = _float(x)
-    return (x > 0).astype(x.dtype)
+    return xp.astype(x > 0, x.dtype)
 
 
 def softmax(x, axis=-1):
     """Numerically stable softmax along `axis` (any batch shape)."""
     xp, x = _float(x)
-    e = x - x.max(axis=axis, keepdims=True)
-    xp.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
-    return e
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
 
 
 def log_softmax(x, axis=-1):
     xp, x = _float(x)
-    z = x - x.max(axis=axis, keepdims=True)
-    return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+    z = x - xp.max(x, axis=axis, keepdims=True)
+    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
 def one_hot(t, num_classes, dtype=None):
     """(N,) integer labels -> (N, num_classes) one-hot, built by comparison (no fancy setitem)."""
-    xp = get_array_module(t)
-    t = xp.asarray(t)
-    return (t[..., None] == xp.arange(num_classes)).astype(dtype or xp.float32)
+    if not backend.is_array(t):
+        t = backend.asnumpy(t)
+    xp = backend.namespace(t)
+    classes = xp.arange(num_classes, device=backend.placement(t))
+    return xp.astype(xp.astype(t, xp.int64)[..., None] == classes, dtype or xp.float32)
 
 
 def _labels(y, t):
     """Integer labels from `t` given as labels or one-hot rows of `y`'s shape."""
-    xp = get_array_module(y, t)
-    t = xp.asarray(t)
-    if t.shape == y.shape and t.ndim >= 1 and y.ndim >= 1 and t.dtype.kind == "f":
-        return t.argmax(axis=-1)
-    if t.size == y.size and t.ndim == y.ndim:  # one-hot given as ints
-        return t.argmax(axis=-1)
-    if t.dtype.kind not in "iub":
+    xp = backend.namespace(y)
+    if not backend.is_array(t):
+        t = backend.asnumpy(t)
+    t = backend.to_device(t, backend.device_of(y))
+    if t.ndim == y.ndim and tuple(t.shape) == tuple(y.shape) and t.ndim >= 1:
+        return xp.argmax(t, axis=-1)                # one-hot rows, any numeric dtype
+    if not xp.isdtype(t.dtype, ("integral", "bool")):
         raise TypeError("labels must be integers or one-hot rows shaped like the "
-                        "predictions %s; got dtype %s shape %s" % (y.shape, t.dtype, t.shape))
-    if t.shape != y.shape[:-1]:
+                        "predictions %s; got dtype %s shape %s"
+                        % (tuple(y.shape), backend.dtype_name(t.dtype), tuple(t.shape)))
+    if tuple(t.shape) != tuple(y.shape[:-1]):
         raise ValueError("labels of shape %s don't match predictions of shape %s: expected %s"
-                         % (t.shape, y.shape, y.shape[:-1]))
+                         % (tuple(t.shape), tuple(y.shape), tuple(y.shape[:-1])))
     return t
 
 
@@ -103,24 +107,32 @@ def cross_entropy_error(y, t, eps=1e-7):
     """
     xp, y = _float(y)
     if y.ndim == 1:
-        y = y.reshape(1, -1)
-        t = xp.asarray(t).reshape(1, -1) if xp.asarray(t).size == y.size \
-            else xp.asarray(t).reshape(1)
-    lab = _labels(y, t)
-    p = xp.take_along_axis(y, lab[..., None].astype(xp.int64), axis=-1)[..., 0]
-    n = p.size
-    return -xp.log(p + y.dtype.type(eps)).sum() / y.dtype.type(n)
+        y = xp.reshape(y, (1, -1))
+        t = backend.asnumpy(t) if not backend.is_array(t) else t
+        t = backend.namespace(t).reshape(t, (1, -1) if t.ndim == 1 and t.shape[0] == y.shape[1]
+                                         else (1,))
+    lab = xp.astype(_labels(y, t), xp.int64)
+    p = xp.take_along_axis(y, lab[..., None], axis=-1)[..., 0]
+    return -xp.sum(xp.log(p + eps)) / math.prod(p.shape)
 
 
 def mean_squared_error(y, t):
     """Mean over the batch of ``0.5 * sum((y - t)**2)`` per sample (the book's form)."""
     xp, y = _float(y)
-    d = y - xp.asarray(t, dtype=y.dtype)
+    d = y - _like(t, y)
     n = y.shape[0] if y.ndim > 1 else 1
-    return (d * d).sum() * y.dtype.type(0.5) / y.dtype.type(n)
+    return xp.sum(d * d) * 0.5 / n
 
 
 def sum_squared_error(y, t):
     xp, y = _float(y)
-    d = y - xp.asarray(t, dtype=y.dtype)
-    return (d * d).sum() * y.dtype.type(0.5)
+    d = y - _like(t, y)
+    return xp.sum(d * d) * 0.5
+
+
+def _like(t, y):
+    """`t` as an array of `y`'s dtype on `y`'s device."""
+    if not backend.is_array(t):
+        t = backend.asnumpy(t)
+    t = backend.to_device(t, backend.device_of(y))
+    return backend.namespace(t).astype(t, y.dtype)

@@ -5,8 +5,10 @@ O(size) loss evaluations); `check_gradient` compares backprop with central
 differences along a few random directions (Chainer's method, O(1)
 evaluations), which is what makes gradient checks cheap on a GPU.
 """
-from .backend import asnumpy, get_array_module, host_rng
-from .backend import numpy as _np
+import itertools
+
+from . import backend
+from .backend import asnumpy, device_of, host_rng, new_host_rng, to_device
 
 __all__ = ["numerical_gradient", "directional_check", "relative_error"]
 
@@ -14,24 +16,19 @@ __all__ = ["numerical_gradient", "directional_check", "relative_error"]
 def numerical_gradient(f, x, h=1e-4):
     """Central differences of the scalar ``f(x)`` w.r.t. every element of `x`.
 
-    `x` is perturbed in place and restored; indices are walked on the host, so
-    device arrays work too. Returns an array like `x`."""
-    xp = get_array_module(x)
-    grad = xp.zeros_like(x)
-    if not x.flags.c_contiguous:
-        raise ValueError("numerical_gradient needs a C-contiguous array")
-    flat = x.reshape(-1)   # a view: writes reach x
-    gflat = grad.reshape(-1)
-    hh = x.dtype.type(h)
-    for i in range(x.size):
-        old = flat[i].copy()
-        flat[i] = old + hh
+    `x` is perturbed in place and restored, one element at a time (by index, so any
+    array library works). Returns an array like `x`, on its device."""
+    grad = backend.host_zeros(tuple(x.shape))
+    for idx in itertools.product(*(range(n) for n in x.shape)):
+        old = float(x[idx])          # a number: an element of a tensor may be a view
+        x[idx] = old + h
         fxh1 = float(f(x))
-        flat[i] = old - hh
+        x[idx] = old - h
         fxh2 = float(f(x))
-        flat[i] = old
-        gflat[i] = (fxh1 - fxh2) / (2 * h)
-    return grad
+        x[idx] = old
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+    g = to_device(grad, device_of(x))
+    return backend.namespace(g).astype(g, x.dtype)
 
 
 def relative_error(a, b, eps=1e-12):
@@ -51,7 +48,7 @@ def directional_check(loss_fn, params, grads, n_dirs=3, h=1e-6, seed=0):
     analytic gradients. Returns the largest relative error over the directions:
     ``|dL/dd (numeric) - <grad, d>| / max(|..|, |..|)``. Use float64: a small `h`
     keeps the probe off ReLU and max-pool kinks."""
-    rng = host_rng() if seed is None else _np.random.default_rng(seed)
+    rng = host_rng() if seed is None else new_host_rng(seed)
     worst = 0.0
     keys = [k for k in params if grads.get(k) is not None]
     for _ in range(n_dirs):
@@ -59,16 +56,16 @@ def directional_check(loss_fn, params, grads, n_dirs=3, h=1e-6, seed=0):
         analytic = 0.0
         for k in keys:
             p = params[k]
-            xp = get_array_module(p)
-            d = rng.standard_normal(p.shape)
-            dirs[k] = xp.asarray(d.astype(p.dtype))
+            d = rng.standard_normal(tuple(p.shape))
+            dd = to_device(d, device_of(p))
+            dirs[k] = backend.namespace(dd).astype(dd, p.dtype)
             analytic += float((asnumpy(grads[k]).astype("float64") * d).sum())
-        orig = {k: params[k].copy() for k in keys}
+        orig = {k: backend.namespace(params[k]).asarray(params[k], copy=True) for k in keys}
         for k in keys:
-            params[k][...] = orig[k] + params[k].dtype.type(h) * dirs[k]
+            params[k][...] = orig[k] + h * dirs[k]
         lp = float(loss_fn())
         for k in keys:
-            params[k][...] = orig[k] - params[k].dtype.type(h) * dirs[k]
+            params[k][...] = orig[k] - h * dirs[k]
         lm = float(loss_fn())
         for k in keys:
             params[k][...] = orig[k]

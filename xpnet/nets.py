@@ -4,16 +4,19 @@ Layers own their parameters; ``net.params`` is a live view named as in the
 book (``W1``, ``b1``, ``gamma1`` ...), so ``optimizer.update(net.params,
 grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 """
+import contextlib
 import math
+import os
 
+from . import backend
 from . import layers as L
-from .backend.cpu_threads import blas_single_threaded, blas_threads_preferred
-from .backend import numpy as _np
-from .backend import asnumpy, current_device, device_of, get_array_module, host_rng, to_device, \
-    get_device
+from .backend import asnumpy, current_device, device_of, get_device, to_device
+from .gradient_check import numerical_gradient as _numerical_gradient
+from .serialization import load_arrays, load_into, npz_path, save_net
+from .validate import positive_int as _positive_int
 
 __all__ = ["Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
-           "DeepConvNet", "init_std", "NETS", "build_net"]
+           "DeepConvNet", "init_std", "NETS", "build_net", "load_net"]
 
 _DTYPES = ("float32", "float64", "float16")
 
@@ -75,7 +78,8 @@ class _ParamView:
             if tuple(value.shape) != tuple(old.shape):
                 raise ValueError("parameter %r has shape %s, got %s"
                                  % (key, tuple(old.shape), tuple(value.shape)))
-            value = to_device(value, device_of(old)).astype(old.dtype, copy=False)
+            value = to_device(value, device_of(old))
+            value = backend.namespace(value).astype(value, old.dtype, copy=False)
         d[local] = value
 
     def __contains__(self, key):
@@ -161,55 +165,65 @@ class Sequential:
 
     @property
     def device(self):
-        return device_of(next(iter(self.params.values())))
+        """The `Device` the net lives on (as given to `to`, reference flag included)."""
+        return getattr(self, "_device", None) or device_of(next(iter(self.params.values())))
 
     @property
     def xp(self):
-        return get_array_module(next(iter(self.params.values())))
+        """The Array API namespace of the net's arrays."""
+        return backend.namespace(next(iter(self.params.values())))
 
     def to(self, device):
         """Move every layer's arrays to `device`; returns self."""
         dev = get_device(device)
         for layer in self.layers + [self.last_layer]:
             layer.to(dev)
+        self._device = dev
         return self
 
     def astype(self, dtype):
         """Cast parameters, buffers and state to `dtype` (e.g. float16 for inference)."""
         dt = _dtype_name(dtype)
+        xp = self.xp
+        if getattr(xp, dt, None) is None:
+            raise ValueError("astype: %s arrays have no %s (device %s)"
+                             % (self.device.library, dt, self.device))
         for layer in self.layers:
             for d in (layer.params, layer.buffers):
                 for k, v in d.items():
                     if v is not None:
-                        d[k] = v.astype(dt)
+                        d[k] = xp.astype(v, getattr(xp, dt))
             layer.grads = {k: None for k in layer.grads}
         self.config["dtype"] = dt
         return self
 
     # -- inputs
     def _prepare(self, x):
+        """The input on the net's device, in its dtype (numbers only)."""
         p = next(iter(self.params.values()))
-        xp = get_array_module(p)
-        if get_array_module(x) is not xp:
-            x = to_device(x, device_of(p))
-        else:
-            x = xp.asarray(x)
+        if not backend.is_array(x):
+            x = asnumpy(x)
+        if not backend.is_numeric(x):
+            raise TypeError("%s: input must hold real numbers (integers or floats), got dtype %s"
+                            % (type(self).__name__, backend.dtype_name(x.dtype)))
+        x = to_device(x, device_of(p))
         if x.dtype != p.dtype:
-            x = x.astype(p.dtype)
+            x = backend.namespace(x).astype(x, p.dtype)
         return x
 
     def _prepare_t(self, t):
-        p = next(iter(self.params.values()))
-        if get_array_module(t) is not get_array_module(p):
-            t = to_device(t, device_of(p))
-        return t
+        return to_device(t if backend.is_array(t) else asnumpy(t),
+                         device_of(next(iter(self.params.values()))))
 
+    @contextlib.contextmanager
     def _cpu_threads(self):
-        # Conv/pool nets: BLAS at one thread for the whole pass, xpnet threads the
-        # layers. GEMM-only nets: BLAS's own threads serve lone GEMMs better.
-        if any(layer.cpu_threaded for layer in self.layers):
-            return blas_single_threaded()
-        return blas_threads_preferred()
+        """A pass on the net's own device (so its layers get that device's kernels) in
+        the provider's pass scope (conv/pool nets and GEMM-only nets want different
+        CPU threading)."""
+        heavy = any(layer.cpu_threaded for layer in self.layers)
+        with backend.using_device(self.device):
+            with backend.provider(next(iter(self.params.values()))).pass_scope(heavy):
+                yield
 
     # -- the book's interface
     def predict(self, x, train_flg=False, train=None):
@@ -229,9 +243,9 @@ class Sequential:
         for k, w in self.params.items():
             if k.startswith("W"):
                 if self.weight_decay_lambda:
-                    reg = reg + w.dtype.type(0.5 * self.weight_decay_lambda) * xp.sum(w * w)
+                    reg = reg + (0.5 * self.weight_decay_lambda) * xp.sum(w * w)
                 if self.l1_lambda:
-                    reg = reg + w.dtype.type(self.l1_lambda) * xp.sum(xp.abs(w))
+                    reg = reg + self.l1_lambda * xp.sum(xp.abs(w))
         return reg
 
     def loss(self, x, t, train_flg=False):
@@ -245,19 +259,25 @@ class Sequential:
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of correct predictions over all of `x`, the last partial batch included."""
+        if not backend.is_array(x):
+            x = asnumpy(x)
+        if not backend.is_array(t):
+            t = asnumpy(t)
         n = x.shape[0]
         if n == 0:
             raise ValueError("accuracy: empty input")
-        if len(t) != n:
-            raise ValueError("accuracy: %d samples but %d labels" % (n, len(t)))
-        batch_size = max(1, int(batch_size))
+        if t.shape[0] != n:
+            raise ValueError("accuracy: %d samples but %d labels" % (n, t.shape[0]))
+        batch_size = _positive_int(batch_size, "accuracy: batch_size")
+        xp = self.xp
         correct = 0
         for i in range(0, n, batch_size):
-            y = self.predict(x[i:i + batch_size], train_flg=False)
-            tt = self._prepare_t(t[i:i + batch_size])
+            e = min(i + batch_size, n)       # the standard leaves stops past the end undefined
+            y = self.predict(x[i:e, ...], train_flg=False)
+            tt = self._prepare_t(t[i:e, ...])
             if tt.ndim != 1:
-                tt = tt.argmax(axis=1)
-            correct = correct + (y.argmax(axis=1) == tt).sum()
+                tt = xp.argmax(tt, axis=1)
+            correct = correct + xp.sum(xp.astype(xp.argmax(y, axis=1) == tt, xp.int64))
         return float(correct) / n
 
     def gradient(self, x, t):
@@ -274,21 +294,20 @@ class Sequential:
             if k.startswith("W"):
                 w = layer.params[local]
                 if self.weight_decay_lambda:
-                    g = g + w.dtype.type(self.weight_decay_lambda) * w
+                    g = g + self.weight_decay_lambda * w
                 if self.l1_lambda:
-                    g = g + w.dtype.type(self.l1_lambda) * get_array_module(w).sign(w)
+                    g = g + self.l1_lambda * backend.namespace(w).sign(w)
             grads[k] = g
         return grads
 
     def numerical_gradient(self, x, t, h=1e-4):
         """Central differences of the training loss w.r.t. every parameter (slow; for
         checking `gradient`). Dropout masks are redrawn per call: use ratio 0 or fixed seeds."""
-        from .gradient_check import numerical_gradient
         x = self._prepare(x)
         t = self._prepare_t(t)
         grads = {}
         for k in self.params:
-            grads[k] = numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
+            grads[k] = _numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
                                           self.params[k], h)
         return grads
 
@@ -318,15 +337,14 @@ class Sequential:
                                  % (k, tuple(a.shape), type(self).__name__, tuple(cur.shape)))
         for k, cur in want.items():
             if k in arrays:
-                cur[...] = to_device(arrays[k], device_of(cur)).astype(cur.dtype, copy=False)
+                a = to_device(arrays[k], device_of(cur))
+                cur[...] = backend.namespace(a).astype(a, cur.dtype)
         return self
 
     def save_params(self, file_name, extra_meta=None):
-        from .serialization import save_net
         return save_net(self, file_name, extra_meta)
 
     def load_params(self, file_name):
-        from .serialization import load_into
         return load_into(self, file_name)
 
     def __repr__(self):
@@ -338,6 +356,7 @@ class Sequential:
 # The book's networks
 
 def _finish(net, device, dtype):
+    # built as float64 host arrays, then cast and moved: one seed, one net, any device
     dt = _dtype_name(dtype)
     for layer in net.layers:
         for d in (layer.params, layer.buffers):
@@ -350,7 +369,7 @@ def _finish(net, device, dtype):
 
 def _rng(seed):
     # weights are drawn on the host so a seed gives the same net on every device
-    return _np.random.default_rng(seed) if seed is not None else host_rng()
+    return backend.new_host_rng(seed) if seed is not None else backend.host_rng()
 
 
 def _weights(rng, shape, std):
@@ -358,7 +377,7 @@ def _weights(rng, shape, std):
 
 
 def _zeros(n):
-    return _np.zeros(n)
+    return backend.host_zeros(n)
 
 
 def _activation(name):
@@ -367,15 +386,6 @@ def _activation(name):
         return acts[name.lower()]
     except (KeyError, AttributeError):
         raise ValueError("activation must be one of %s, got %r" % (", ".join(acts), name)) from None
-
-
-def _positive_int(v, what):
-    if isinstance(v, bool) or not isinstance(v, int) and not (hasattr(v, "__index__")):
-        raise TypeError("%s must be a positive int, got %r" % (what, v))
-    v = int(v)
-    if v < 1:
-        raise ValueError("%s must be a positive int, got %r" % (what, v))
-    return v
 
 
 class MultiLayerNetExtend(Sequential):
@@ -577,3 +587,20 @@ def build_net(config, device=None, dtype=None):
         return cls(device=device, **cfg)
     except TypeError as e:
         raise ValueError("can't rebuild %s from its saved config: %s" % (name, e)) from None
+
+
+def load_net(file_name, device=None, dtype=None):
+    """Rebuild a ready-made net from a parameter file and load its weights."""
+    path = os.fspath(file_name)
+    path = path if os.path.exists(path) else npz_path(path)
+    arrays, meta = load_arrays(path)
+    arch = meta.get("architecture")
+    if not arch:
+        raise ValueError("%s has no architecture metadata; build the net yourself and use "
+                         "net.load_params(...)" % path)
+    arch = dict(arch)
+    dt = dtype or arch.pop("dtype", None) or meta.get("dtype") or "float32"
+    arch.pop("dtype", None)
+    net = build_net(arch, device=device, dtype=dt)
+    net.load_state_dict(arrays)
+    return net

@@ -1,39 +1,67 @@
 """Optimizers of the book's chapter 6: ``update(params, grads)`` in place.
 
-State arrays live on the parameters' device and keep their dtype. Scalars are
-cast to the parameter dtype before use (NumPy 2 would otherwise promote a
-float32 update to float64). On CuPy every update is one fused elementwise
-kernel per parameter.
+Each update rule is written once, as a small function of arrays (`adam_rule`
+...); the kernel provider of the parameter applies it: plain array math on the
+reference path and on NumPy, one fused elementwise kernel per parameter on
+CuPy. State arrays live on the parameters' device and keep their dtype;
+hyper-parameters are Python floats, so they never promote a float32 update.
 """
 import math
 
-from .backend import (asnumpy, device_of, elementwise_kernel, get_array_module, is_gpu_array,
-                      to_device)
+from . import backend
+from .backend import asnumpy, device_of, to_device
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
-           "get_optimizer", "OPTIMIZERS"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW",
+           "get_optimizer", "OPTIMIZERS", "RULES"]
+
+
+def _number(opt, name, v):
+    if isinstance(v, (bool, str)) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+        raise TypeError("%s: %s must be a number, got %r" % (type(opt).__name__, name, v))
+    return float(v)
+
+
+def _positive(opt, name, v):
+    f = _number(opt, name, v)
+    if not (f > 0 and math.isfinite(f)):
+        raise ValueError("%s: %s must be a positive finite number, got %r"
+                         % (type(opt).__name__, name, v))
+    return f
+
+
+def _unit(opt, name, v):
+    f = _number(opt, name, v)
+    if not 0.0 <= f < 1.0:
+        raise ValueError("%s: %s must be in [0, 1), got %r" % (type(opt).__name__, name, v))
+    return f
+
+
+def _copy(a):
+    return backend.namespace(a).asarray(a, copy=True)
 
 
 class Optimizer:
-    """Base class. Subclasses define `_hyper` names and `_update_one`."""
+    """Base class. Subclasses name their hyper-parameters (`_hyper`) and per-parameter
+    state arrays (`_slots`), and give a `rule` and the `_scalars` it takes."""
 
     _hyper = ("lr",)
     _slots = ()          # per-parameter state arrays
+    rule = None
 
     def __init__(self, lr=0.01):
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ValueError("%s: lr must be a positive finite number, got %r"
-                             % (type(self).__name__, lr))
-        self.lr = float(lr)
+        self.lr = _positive(self, "lr", lr)
         self.state = {}   # name -> {slot: array}
         self.t = 0        # number of update() calls
 
+    def _scalars(self):
+        raise NotImplementedError
+
     def _state_for(self, key, p):
         st = self.state.get(key)
-        if st is None or any(st[s].shape != p.shape for s in self._slots):
-            xp = get_array_module(p)
+        if st is None or any(tuple(st[s].shape) != tuple(p.shape) for s in self._slots):
+            xp = backend.namespace(p)
             st = self.state[key] = {s: xp.zeros_like(p) for s in self._slots}
-        elif any(is_gpu_array(a) != is_gpu_array(p) for a in st.values()):
+        elif any(device_of(a) != device_of(p) for a in st.values()):
             # the net was moved (net.to) without the optimizer: the state follows it
             st = self.state[key] = {s: to_device(a, device_of(p)) for s, a in st.items()}
         return st
@@ -42,19 +70,26 @@ class Optimizer:
         """Update every array in `params` in place from ``grads[key]`` (keys without a
         gradient, or with ``None``, are skipped)."""
         self.t += 1
+        scalars = self._scalars()
         for key, p in params.items():
             g = grads.get(key)
             if g is None:
                 continue
-            if g.shape != p.shape:
+            if tuple(g.shape) != tuple(p.shape):
                 raise ValueError("%s: gradient %r has shape %s but the parameter has %s"
                                  % (type(self).__name__, key, tuple(g.shape), tuple(p.shape)))
+            if device_of(p) != device_of(g):
+                raise ValueError("%s: gradient %r is on %s but its parameter is on %s"
+                                 % (type(self).__name__, key, device_of(g), device_of(p)))
+            if not backend.is_floating(p):
+                raise TypeError("%s: parameter %r has dtype %s; only floating-point parameters "
+                                "can be trained" % (type(self).__name__, key,
+                                                    backend.dtype_name(p.dtype)))
             if g.dtype != p.dtype:
-                g = g.astype(p.dtype)
-            if is_gpu_array(p) != is_gpu_array(g):
-                raise ValueError("%s: gradient %r is on a different device than its parameter"
-                                 % (type(self).__name__, key))
-            self._update_one(key, p, g, self._state_for(key, p))
+                g = backend.namespace(g).astype(g, p.dtype)
+            st = self._state_for(key, p)
+            backend.provider(p).apply_update(self.rule, p, g, tuple(st[s] for s in self._slots),
+                                             scalars)
 
     # -- checkpoints
 
@@ -73,13 +108,15 @@ class Optimizer:
         if sd.get("type") != type(self).__name__:
             raise ValueError("optimizer state is for %r, this optimizer is %s"
                              % (sd.get("type"), type(self).__name__))
-        for h, v in sd["hyper"].items():
+        for h in sd["hyper"]:
             if h not in self._hyper:
                 raise ValueError("%s: unknown hyper-parameter %r in state" % (type(self).__name__, h))
-            setattr(self, h, v)
+        checked = type(self)(**sd["hyper"])       # the constructor's checks, before any change
+        for h in sd["hyper"]:
+            setattr(self, h, getattr(checked, h))
         self.t = int(sd["t"])
         # copies, so two optimizers loaded from one dict don't share state
-        self.state = {k: {s: to_device(a, device).copy() for s, a in st.items()}
+        self.state = {k: {s: _copy(to_device(a, device)) for s, a in st.items()}
                       for k, st in sd["state"].items()}
         return self
 
@@ -93,107 +130,104 @@ class Optimizer:
                            ", ".join("%s=%g" % (h, getattr(self, h)) for h in self._hyper))
 
 
-def _s(p, v):
-    return p.dtype.type(v)
+# Each update rule, written once as a function of arrays: ``rule(xp, p, g, *state,
+# *scalars)`` returns the new ``(p, *state)``. Providers apply it (on CuPy as one
+# fused kernel); only + - * /, Python floats and ``xp.sqrt`` appear in a rule.
+
+def sgd_rule(xp, p, g, lr):
+    return (p - lr * g,)
+
+
+def momentum_rule(xp, p, g, v, lr, mo):
+    v = mo * v - lr * g
+    return p + v, v
+
+
+def nesterov_rule(xp, p, g, v, lr, mo):
+    return p + mo * mo * v - (1.0 + mo) * lr * g, mo * v - lr * g
+
+
+def adagrad_rule(xp, p, g, h, lr, eps):
+    h = h + g * g
+    return p - lr * g / (xp.sqrt(h) + eps), h
+
+
+def rmsprop_rule(xp, p, g, h, lr, rho, eps):
+    h = rho * h + (1.0 - rho) * g * g
+    return p - lr * g / (xp.sqrt(h) + eps), h
+
+
+def adam_rule(xp, p, g, m, v, lr_t, one_b1, one_b2, eps):
+    m = m + one_b1 * (g - m)
+    v = v + one_b2 * (g * g - v)
+    return p - lr_t * m / (xp.sqrt(v) + eps), m, v
+
+
+def adamw_rule(xp, p, g, m, v, lr_t, one_b1, one_b2, eps, decay):
+    m = m + one_b1 * (g - m)
+    v = v + one_b2 * (g * g - v)
+    return p - lr_t * m / (xp.sqrt(v) + eps) - decay * p, m, v
+
+
+RULES = (sgd_rule, momentum_rule, nesterov_rule, adagrad_rule, rmsprop_rule, adam_rule,
+         adamw_rule)
 
 
 class SGD(Optimizer):
     """``p -= lr * g``"""
+    rule = staticmethod(sgd_rule)
 
-    def _update_one(self, key, p, g, st):
-        if is_gpu_array(p):
-            elementwise_kernel("T g, T lr", "T p", "p -= lr * g", "xpnet_sgd")(g, _s(p, self.lr), p)
-            return
-        p -= _s(p, self.lr) * g
+    def _scalars(self):
+        return (self.lr,)
 
 
 class Momentum(Optimizer):
     """``v = momentum*v - lr*g; p += v``"""
     _hyper = ("lr", "momentum")
     _slots = ("v",)
+    rule = staticmethod(momentum_rule)
 
     def __init__(self, lr=0.01, momentum=0.9):
         super().__init__(lr)
-        self.momentum = float(momentum)
+        self.momentum = _unit(self, "momentum", momentum)
 
-    def _update_one(self, key, p, g, st):
-        v = st["v"]
-        if is_gpu_array(p):
-            elementwise_kernel("T g, T lr, T mo", "T p, T v", "v = mo * v - lr * g; p += v",
-                               "xpnet_momentum")(g, _s(p, self.lr), _s(p, self.momentum), p, v)
-            return
-        v *= _s(p, self.momentum)
-        v -= _s(p, self.lr) * g
-        p += v
+    def _scalars(self):
+        return self.lr, self.momentum
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """Nesterov accelerated gradient (the book's corrected form):
     ``p += mo*mo*v - (1+mo)*lr*g; v = mo*v - lr*g``"""
-    _hyper = ("lr", "momentum")
-    _slots = ("v",)
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        super().__init__(lr)
-        self.momentum = float(momentum)
-
-    def _update_one(self, key, p, g, st):
-        v = st["v"]
-        mo, lr = self.momentum, self.lr
-        if is_gpu_array(p):
-            elementwise_kernel("T g, T lr, T mo", "T p, T v",
-                               "p += mo * mo * v - ((T)1 + mo) * lr * g; v = mo * v - lr * g",
-                               "xpnet_nesterov")(g, _s(p, lr), _s(p, mo), p, v)
-            return
-        p += _s(p, mo * mo) * v
-        p -= _s(p, (1 + mo) * lr) * g
-        v *= _s(p, mo)
-        v -= _s(p, lr) * g
+    rule = staticmethod(nesterov_rule)
 
 
 class AdaGrad(Optimizer):
     """``h += g*g; p -= lr * g / (sqrt(h) + eps)``"""
     _hyper = ("lr", "eps")
     _slots = ("h",)
+    rule = staticmethod(adagrad_rule)
 
     def __init__(self, lr=0.01, eps=1e-7):
         super().__init__(lr)
-        self.eps = float(eps)
+        self.eps = _positive(self, "eps", eps)
 
-    def _update_one(self, key, p, g, st):
-        h = st["h"]
-        if is_gpu_array(p):
-            elementwise_kernel("T g, T lr, T eps", "T p, T h",
-                               "h += g * g; p -= lr * g / (sqrt(h) + eps)",
-                               "xpnet_adagrad")(g, _s(p, self.lr), _s(p, self.eps), p, h)
-            return
-        xp = get_array_module(p)
-        h += g * g
-        p -= _s(p, self.lr) * g / (xp.sqrt(h) + _s(p, self.eps))
+    def _scalars(self):
+        return self.lr, self.eps
 
 
 class RMSprop(Optimizer):
     """``h = rho*h + (1-rho)*g*g; p -= lr * g / (sqrt(h) + eps)``"""
     _hyper = ("lr", "decay_rate", "eps")
     _slots = ("h",)
+    rule = staticmethod(rmsprop_rule)
 
     def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7):
         super().__init__(lr)
-        self.decay_rate = float(decay_rate)
-        self.eps = float(eps)
+        self.decay_rate = _unit(self, "decay_rate", decay_rate)
+        self.eps = _positive(self, "eps", eps)
 
-    def _update_one(self, key, p, g, st):
-        h = st["h"]
-        rho = self.decay_rate
-        if is_gpu_array(p):
-            elementwise_kernel("T g, T lr, T rho, T eps", "T p, T h",
-                               "h = rho * h + ((T)1 - rho) * g * g; p -= lr * g / (sqrt(h) + eps)",
-                               "xpnet_rmsprop")(g, _s(p, self.lr), _s(p, rho), _s(p, self.eps), p, h)
-            return
-        xp = get_array_module(p)
-        h *= _s(p, rho)
-        h += _s(p, 1 - rho) * g * g
-        p -= _s(p, self.lr) * g / (xp.sqrt(h) + _s(p, self.eps))
+    def _scalars(self):
+        return self.lr, self.decay_rate, self.eps
 
 
 class Adam(Optimizer):
@@ -202,30 +236,42 @@ class Adam(Optimizer):
     ``lr_t = lr * sqrt(1-b2^t) / (1-b1^t)``."""
     _hyper = ("lr", "beta1", "beta2", "eps")
     _slots = ("m", "v")
+    rule = staticmethod(adam_rule)
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
         super().__init__(lr)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1 = _unit(self, "beta1", beta1)
+        self.beta2 = _unit(self, "beta2", beta2)
+        self.eps = _positive(self, "eps", eps)
 
-    def _update_one(self, key, p, g, st):
+    def _scalars(self):
         t = self.t
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        m, v = st["m"], st["v"]
-        if is_gpu_array(p):
-            elementwise_kernel(
-                "T g, T lr_t, T one_b1, T one_b2, T eps", "T p, T m, T v",
-                "m += one_b1 * (g - m); v += one_b2 * (g * g - v); p -= lr_t * m / (sqrt(v) + eps)",
-                "xpnet_adam")(g, _s(p, lr_t), _s(p, 1 - self.beta1), _s(p, 1 - self.beta2),
-                              _s(p, self.eps), p, m, v)
-            return
-        xp = get_array_module(p)
-        m += _s(p, 1 - self.beta1) * (g - m)
-        v += _s(p, 1 - self.beta2) * (g * g - v)
-        p -= _s(p, lr_t) * m / (xp.sqrt(v) + _s(p, self.eps))
+        return lr_t, 1.0 - self.beta1, 1.0 - self.beta2, self.eps
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): besides Adam's step,
+    ``p -= lr * weight_decay * p`` with the weight before the step, as PyTorch's
+    AdamW does (the decay is not scaled by Adam's statistics, unlike an L2 term
+    added to the gradient)."""
+    _hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    rule = staticmethod(adamw_rule)
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.01):
+        super().__init__(lr, beta1, beta2, eps)
+        w = _number(self, "weight_decay", weight_decay)
+        if not (w >= 0 and math.isfinite(w)):
+            raise ValueError("AdamW: weight_decay must be a finite number >= 0, got %r"
+                             % (weight_decay,))
+        self.weight_decay = w
+
+    def _scalars(self):
+        return super()._scalars() + (self.lr * self.weight_decay,)
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
-              "rmsprop": RMSprop, "adam": Adam}
+              "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 
 
 def get_optimizer(name, **kwargs):

@@ -14,9 +14,10 @@ import tempfile
 import numpy as np
 
 from . import __version__
+from .backend import asnumpy, dtype_name
 
 __all__ = ["atomic_write_bytes", "save_arrays", "load_arrays", "save_net", "load_into",
-           "load_net", "read_meta"]
+           "read_meta", "npz_path"]
 
 META_KEY = "__xpnet_meta__"
 
@@ -47,7 +48,6 @@ def atomic_write_bytes(path, data):
 
 def save_arrays(path, arrays, meta=None, compress=False):
     """Save a dict of arrays (host or device) and a JSON-able `meta` dict atomically."""
-    from .backend import asnumpy
     out = {}
     for k, v in arrays.items():
         if k == META_KEY:
@@ -90,19 +90,19 @@ def read_meta(path):
     return load_arrays(path)[1]
 
 
-def _npz_path(file_name):
+def npz_path(file_name):
     file_name = os.fspath(file_name)
     return file_name if file_name.endswith(".npz") else file_name + ".npz"
 
 
 def save_net(net, file_name, extra_meta=None):
     """Save a net's parameters and buffers plus its architecture; returns the path."""
-    path = _npz_path(file_name)
+    path = npz_path(file_name)
     meta = {
         "format": "xpnet-params",
         "xpnet_version": __version__,
         "architecture": dict(net.config),
-        "dtype": str(net.dtype),
+        "dtype": dtype_name(net.dtype),
         "params": {k: list(v.shape) for k, v in net.params.items()},
     }
     if extra_meta:
@@ -115,23 +115,6 @@ def save_net(net, file_name, extra_meta=None):
 
 def load_into(net, file_name):
     """Load a parameter file into an existing net (any device, cast to its dtype)."""
-    arrays, _ = load_arrays(_npz_path(file_name) if not os.path.exists(file_name) else file_name)
-    net.load_state_dict(arrays)
-    return net
-
-
-def load_net(file_name, device=None, dtype=None):
-    """Rebuild a ready-made net from a parameter file and load its weights."""
-    from .nets import build_net
-    path = _npz_path(file_name) if not os.path.exists(file_name) else file_name
-    arrays, meta = load_arrays(path)
-    arch = meta.get("architecture")
-    if not arch:
-        raise ValueError("%s has no architecture metadata; build the net yourself and use "
-                         "net.load_params(...)" % path)
-    arch = dict(arch)
-    dt = dtype or arch.pop("dtype", None) or meta.get("dtype") or "float32"
-    arch.pop("dtype", None)
-    net = build_net(arch, device=device, dtype=dt)
+    arrays, _ = load_arrays(npz_path(file_name) if not os.path.exists(file_name) else file_name)
     net.load_state_dict(arrays)
     return net

@@ -1,25 +1,39 @@
-"""Batch-parallel CPU work: the images of a batch split over threads.
+"""CPU threads for xpnet's layers: a batch split over threads, BLAS held at one.
 
-On the CPU the heavy layers (convolution, pooling, affine) cut their batch into
-one slice per thread and run the slices at once; NumPy releases the GIL in its
-copies, ufuncs and BLAS calls, so the threads really run in parallel. While they
+What it is for. On the CPU the heavy layers (convolution, pooling, affine) cut their
+batch into one slice per thread and run the slices at once; NumPy releases the GIL in
+its copies, ufuncs and BLAS calls, so the threads really run in parallel. While they
 do, BLAS is held to one thread: two levels of threading on the same cores would
-fight, and BLAS alone leaves the im2col copies, pooling and transposes (half the
-time of a convolution) on one core.
+fight, and BLAS alone leaves the im2col copies, pooling and transposes (half the time
+of a convolution) on one core.
 
-The thread count comes from ``XPNET_NUM_THREADS``, else from the BLAS library's
-own count (``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or the core count), and
-can be changed with `set_num_threads`. With one thread, or a BLAS whose thread
-count can't be set (then `info()` says why), everything runs serially, as before.
-Results do not depend on timing, only on the thread count: slices are fixed
-ranges and their partial sums are added in a fixed order.
+BLAS is found, and its thread count read and set, through threadpoolctl (what
+scikit-learn uses; it knows OpenBLAS, MKL, BLIS, FlexiBLAS). Every BLAS library it
+reports is held, NumPy's first; OpenMP runtimes are left alone.
+
+The thread count comes from ``XPNET_NUM_THREADS``, else from NumPy's BLAS's own count
+(``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or the core count) capped by the cores,
+and can be changed with `set_num_threads`. With one thread, or no BLAS whose count
+threadpoolctl can set (then `info()` says why), everything runs serially, as before.
+Results do not depend on timing, only on the thread count: slices are fixed ranges
+and their partial sums are added in a fixed order.
+
+What it must never do: leave BLAS at a count other than the one it found (every hold
+restores it, after errors and in a forked child too); scan the loaded libraries on
+each hold (a hold is entered a few times per training step: they are looked for
+once); let a slice's error or Ctrl-C out before every slice has stopped writing.
 """
 import contextlib
-import ctypes
 import os
 import threading
 
-import numpy   # NumPy loads the BLAS it was built with
+import numpy   # loads NumPy's BLAS before threadpoolctl looks for it
+
+try:
+    import threadpoolctl
+except ImportError as e:    # a dependency, but an old install should still import xpnet
+    threadpoolctl = None
+    _NO_THREADPOOLCTL = "threadpoolctl is not installed (%s): pip install threadpoolctl" % e
 
 __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
            "blas_single_threaded", "blas_held",
@@ -28,100 +42,122 @@ __all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
 _lock = threading.Lock()
 _local = threading.local()
 _state = {"threads": None, "idle": [], "made": 0, "min_work": None}
-_blas = {"tried": False, "get": None, "set": None, "name": None, "libs": [], "reason": ""}
+# libs: threadpoolctl's controllers of the BLAS libraries, NumPy's first. "shared"
+# ones have one count for the process, "per_thread" ones (MKL, OpenMP-threaded
+# OpenBLAS) one per calling thread.
+_blas = {"tried": False, "libs": [], "shared": [], "per_thread": [], "reason": ""}
 _blas_hold = {"count": 0, "saved": None}
 
 
 # ---------------------------------------------------------------- BLAS threads
 
-_GET_NAMES = ("openblas_get_num_threads", "openblas_get_num_threads64_",
-              "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-              "MKL_Get_Max_Threads")
-_SET_NAMES = ("openblas_set_num_threads", "openblas_set_num_threads64_",
-              "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-              "MKL_Set_Num_Threads")
-
-
-def _loaded_blas_paths():
-    """Shared libraries in this process that look like NumPy's BLAS (Linux: from
-    /proc/self/maps, so whatever NumPy actually loaded)."""
-    paths = []
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                p = line.rsplit(None, 1)[-1] if "/" in line else ""
-                base = os.path.basename(p).lower()
-                if ("openblas" in base or base.startswith("libmkl_rt")) and p not in paths:
-                    paths.append(p)
-    except OSError:
-        pass
-    if not paths:
-        import glob
-        d = os.path.dirname(numpy.__file__)
-        for pat in ("../numpy.libs/*openblas*", ".dylibs/*openblas*", "../numpy/.libs/*openblas*"):
-            paths.extend(sorted(glob.glob(os.path.join(d, pat))))
-    return paths
-
-
-def _numpy_first(paths):
-    """NumPy's own copy first (a wheel keeps it in numpy.libs or numpy/.dylibs), then
-    other BLAS libraries loaded in the process (SciPy's, a system one)."""
+def _numpys_own(lib):
+    """True for the BLAS shipped inside NumPy's wheel (numpy.libs, numpy/.dylibs)."""
     d = os.path.realpath(os.path.dirname(numpy.__file__))
-    own = (d + os.sep, d + ".libs" + os.sep)
-    return sorted(paths, key=lambda p: not os.path.realpath(p).startswith(own))
+    return os.path.realpath(lib.filepath or "").startswith((d + os.sep, d + ".libs" + os.sep))
+
+
+def _scope(lib):
+    """threadpoolctl's thread_limit_scope: "current_thread" when the library's limit
+    applies to the calling thread only."""
+    try:    # threadpoolctl >= 3.8 measures it (once, here: it spawns a thread)
+        return lib.info(debugging_info=True).get("thread_limit_scope", "process")
+    except Exception:       # older ones can't tell: a process-wide count is the usual
+        return "process"
+
+
+def _describe(lib):
+    return "%s%s (%s)" % (lib.internal_api, " " + lib.version if lib.version else "",
+                          os.path.basename(lib.filepath or "?"))
+
+
+def _discover():
+    """The new contents of `_blas`."""
+    none = {"libs": [], "shared": [], "per_thread": []}
+    if threadpoolctl is None:
+        return dict(none, reason=_NO_THREADPOOLCTL)
+    found = threadpoolctl.ThreadpoolController().lib_controllers
+    blas = [lib for lib in found if lib.user_api == "blas"]
+    libs = [lib for lib in blas if lib.num_threads is not None]
+    if not libs:
+        if blas:
+            why = "threadpoolctl can't read the thread count of " + ", ".join(map(_describe, blas))
+        else:
+            why = ("threadpoolctl %s found no BLAS library it can control among the loaded "
+                   "libraries (NumPy %s's may be one it doesn't know, e.g. Apple Accelerate%s)"
+                   % (threadpoolctl.__version__, numpy.__version__,
+                      "; it found " + ", ".join(map(_describe, found)) if found else ""))
+        return dict(none, reason=why)
+    libs.sort(key=lambda lib: not _numpys_own(lib))     # stable: then in load order
+    local = [lib for lib in libs if _scope(lib) == "current_thread"]
+    return {"libs": libs, "per_thread": local,
+            "shared": [lib for lib in libs if lib not in local], "reason": ""}
 
 
 def _find_blas():
-    if _blas["tried"]:
-        return _blas["set"] is not None
-    with _lock:
-        if _blas["tried"]:
-            return _blas["set"] is not None
-        reason = "no OpenBLAS or MKL library found among NumPy's loaded libraries"
-        libs = []
-        for path in _numpy_first(_loaded_blas_paths()):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError as e:
-                reason = "could not open %s: %s" % (path, e)
-                continue
-            get = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
-            set_ = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
-            if get is None or set_ is None:
-                reason = "%s has no get/set_num_threads" % os.path.basename(path)
-                continue
-            get.restype, get.argtypes = ctypes.c_int, []
-            set_.restype, set_.argtypes = None, [ctypes.c_int]
-            libs.append((os.path.basename(path), get, set_))
-        if libs:
-            # The first is NumPy's; the others are held too, in case the guess is wrong.
-            _blas.update(get=libs[0][1], set=libs[0][2], name=libs[0][0], libs=libs)
-        _blas["reason"] = "" if libs else reason
-        _blas["tried"] = True
-    return _blas["set"] is not None
+    """True if threadpoolctl found a BLAS whose count it can set. Looked for once: a
+    library loaded later (another framework's) is not held."""
+    if not _blas["tried"]:
+        with _lock:
+            if not _blas["tried"]:
+                _blas.update(_discover())
+                _blas["tried"] = True
+    return bool(_blas["libs"])
+
+
+# threadpoolctl >= 3.8 lets one thread at a time set a process-wide OpenBLAS count
+# (the first to set it, until it gives control back); a hold may be left by another
+# thread than the one that entered it, so each change gives control back at once.
+_release = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                   "clear_controlling_thread", None) or (lambda: None)
+
+
+def _lower(libs):
+    """Sets `libs` to one thread; returns ``[(lib, count it had)]`` for those changed."""
+    saved = [(lib, n) for lib, n in ((lib, lib.get_num_threads()) for lib in libs)
+             if n is not None and n > 1]
+    for lib, _ in saved:
+        lib.set_num_threads(1)
+    if saved:
+        _release()
+    return saved
+
+
+def _restore(saved):
+    for lib, n in saved:
+        lib.set_num_threads(n)
+    if saved:
+        _release()
 
 
 class _SingleThreadedBlas:
-    """Holds BLAS at one thread while xpnet computes (re-entrant, across threads
-    too: the last one to leave restores the counts it found)."""
+    """Holds BLAS at one thread while xpnet computes. Re-entrant, across threads too:
+    a process-wide count is lowered by the first thread in and restored, to what it
+    was, by the last one out; a per-thread count by each thread for itself."""
 
     def __enter__(self):
+        _find_blas()
+        depth = getattr(_local, "depth", 0)
+        if depth == 0 and _blas["per_thread"]:
+            _local.saved = _lower(_blas["per_thread"])
+        _local.depth = depth + 1
         with _lock:
             if _blas_hold["count"] == 0:
-                _blas_hold["saved"] = [(set_, get()) for _, get, set_ in _blas["libs"]]
-                for set_, n in _blas_hold["saved"]:
-                    if n != 1:
-                        set_(1)
+                _blas_hold["saved"] = _lower(_blas["shared"])
             _blas_hold["count"] += 1
 
     def __exit__(self, *exc):
+        if not getattr(_local, "depth", 0):
+            return False    # entered before a fork, in the parent: the child dropped it
         with _lock:
             _blas_hold["count"] -= 1
             if _blas_hold["count"] == 0:
-                for set_, n in _blas_hold["saved"] or ():
-                    if n != 1:
-                        set_(n)
+                _restore(_blas_hold["saved"] or ())
                 _blas_hold["saved"] = None
+        _local.depth -= 1
+        if _local.depth == 0 and _blas["per_thread"]:
+            _restore(getattr(_local, "saved", None) or ())
+            _local.saved = None
         return False
 
 
@@ -166,7 +202,22 @@ def blas_held():
 def blas_is_single_threaded():
     """True when a BLAS call now runs on the calling thread alone (held, or BLAS set to
     one thread); False when BLAS may thread it, or its count is unknown."""
-    return _blas_hold["count"] > 0 or (_find_blas() and _blas["get"]() == 1)
+    if not _find_blas():
+        return False
+    # a per-thread count is lowered only in the holding threads and in the workers
+    if _blas_hold["count"] and (getattr(_local, "depth", 0) or not _blas["per_thread"]):
+        return True
+    return all(lib.get_num_threads() == 1 for lib in _blas["libs"])
+
+
+def _blas_threads():
+    """NumPy's BLAS's count as it is outside xpnet's holds."""
+    own = _blas["libs"][0]
+    for saved in (_blas_hold["saved"], getattr(_local, "saved", None)):
+        for lib, n in saved or ():
+            if lib is own:
+                return n
+    return own.get_num_threads()
 
 
 # ---------------------------------------------------------------- thread count
@@ -187,7 +238,7 @@ def _default_threads():
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return max(1, min(int(_blas["get"]()), cores))
+    return max(1, min(int(_blas_threads()), cores))
 
 
 def get_num_threads():
@@ -211,9 +262,10 @@ def set_num_threads(n):
 def info():
     """What the CPU threading uses, for `xpnet info` and bug reports."""
     ok = _find_blas()
-    return {"threads": get_num_threads(), "blas": _blas["name"],
-            "blas_also_held": [name for name, _, _ in _blas["libs"][1:]],
-            "blas_threads": int(_blas["get"]()) if ok else None,
+    return {"threads": get_num_threads(),
+            "blas": _describe(_blas["libs"][0]) if ok else None,
+            "blas_also_held": [_describe(lib) for lib in _blas["libs"][1:]],
+            "blas_threads": int(_blas_threads()) if ok else None,
             "disabled_because": "" if ok else _blas["reason"]}
 
 
@@ -233,6 +285,9 @@ class _Worker:
 
     def _loop(self):
         _local.worker = True
+        # A worker runs only slices, all inside a hold: a per-thread count it sets
+        # stays for good and ends with the thread.
+        _lower(_blas["per_thread"])
         while True:
             self.go.acquire()
             fn, args = self.task
@@ -285,15 +340,19 @@ _MAX_WORKERS = 255
 
 
 def _after_fork_in_child():
-    # The child has the workers' objects but not their threads, and only the forking thread.
+    # Only the forking thread lives on: the workers and the other threads' holds are
+    # gone, and a lock another thread held would stay locked. The child starts with
+    # BLAS's counts as the holds found them, unheld.
+    global _lock
+    _lock = threading.Lock()
     _state["idle"] = []
     _state["made"] = 0
     if _blas_hold["count"]:
-        for set_, n in _blas_hold["saved"] or ():
-            if n != 1:
-                set_(n)
-    _blas_hold["count"] = 0
-    _blas_hold["saved"] = None
+        _restore(_blas_hold["saved"] or ())
+    if getattr(_local, "depth", 0):
+        _restore(getattr(_local, "saved", None) or ())
+    _blas_hold.update(count=0, saved=None)
+    _local.depth, _local.saved = 0, None
 
 
 if hasattr(os, "register_at_fork"):
