@@ -21,7 +21,9 @@ except ImportError:  # run from a source checkout without installing: use the re
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import xpnet
 import xpnet.datasets as datasets
+from xpnet.backend import DEVICE_HELP
 from xpnet.serialization import atomic_write_bytes
+from xpnet.validate import arg_type, parse_float, parse_int
 
 DATASETS = ("auto", "fashion-mnist", "mnist", "mnist-sample")
 
@@ -33,7 +35,7 @@ def make_parser(description):
     p.add_argument("--quick", action="store_true",
                    help="tiny run (a few seconds) to check that everything works")
     p.add_argument("--device", default=None,
-                   help="cpu, gpu, gpu:N or auto (default: $XPNET_DEVICE, else cpu)")
+                   help="%s (default: $XPNET_DEVICE, else cpu)" % DEVICE_HELP)
     p.add_argument("--out", default=os.path.join("runs", "examples"),
                    help="folder for the PNG and JSON results")
     p.add_argument("--dataset", default="auto", choices=DATASETS,
@@ -43,28 +45,15 @@ def make_parser(description):
     return p
 
 
-def positive_int(name):
-    def conv(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%s must be a positive integer, got %r" % (name, s))
-        if v < 1:
-            raise argparse.ArgumentTypeError("%s must be a positive integer, got %r" % (name, s))
-        return v
-    return conv
+def positive_int(name=None):
+    """argparse type: an int >= 1 (xpnet.validate). `name` is only for the scripts'
+    readability: argparse puts the option's name in the message itself."""
+    return arg_type(parse_int)
 
 
-def positive_float(name):
-    def conv(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%s must be a positive number, got %r" % (name, s))
-        if not (v > 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError("%s must be a positive number, got %r" % (name, s))
-        return v
-    return conv
+def positive_float(name=None):
+    """argparse type: a finite number > 0 (xpnet.validate); see `positive_int`."""
+    return arg_type(parse_float)
 
 
 def setup(parser, argv=None, quick=None):
@@ -131,7 +120,8 @@ class Batches:
 
     def _take(self, idx):
         idx = xpnet.to_device(idx, self.device)
-        return self.x[idx], self.t[idx]
+        xp = xpnet.namespace(self.x)   # `take`: the Array API has no x[int_array] on N-D arrays
+        return xp.take(self.x, idx, axis=0), xp.take(self.t, idx, axis=0)
 
     def sample(self, batch_size):
         """The book's way: `batch_size` indices drawn with replacement."""

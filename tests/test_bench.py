@@ -9,6 +9,7 @@ import pytest
 import xpnet
 from xpnet import bench
 from xpnet import layers as L
+from xpnet.bench import runner, timing
 
 
 def _torch():
@@ -18,7 +19,7 @@ def _torch():
 # --------------------------------------------------------------------------- statistics
 
 def test_summary_median_min_iqr_and_throughput():
-    s = bench._summary([0.005, 0.001, 0.004, 0.002, 0.003], batch=10)
+    s = timing.summary([0.005, 0.001, 0.004, 0.002, 0.003], batch=10)
     assert s["n"] == 5
     assert s["ms"] == pytest.approx(3.0)
     assert s["ms_min"] == pytest.approx(1.0)
@@ -28,11 +29,11 @@ def test_summary_median_min_iqr_and_throughput():
 
 
 def test_quantile_interpolates():
-    assert bench._quantile([1.0, 2.0], 0.25) == pytest.approx(1.25)
-    assert bench._quantile([7.0], 0.75) == 7.0
+    assert timing.quantile([1.0, 2.0], 0.25) == pytest.approx(1.25)
+    assert timing.quantile([7.0], 0.75) == 7.0
 
 
-class _FakeCase(bench._Case):
+class _FakeCase(timing.Case):
     def __init__(self, name, log):
         super().__init__(name, step=lambda: log.append(name), sync=lambda: None)
 
@@ -40,7 +41,7 @@ class _FakeCase(bench._Case):
 def test_measure_interleaves_in_alternating_blocks():
     log = []
     a, b = _FakeCase("a", log), _FakeCase("b", log)
-    n = bench._measure([a, b], warmup=1, repeats=8, host_mem=bench._HostMemory())
+    n = timing.measure([a, b], warmup=1, repeats=8, host_mem=timing.HostMemory())
     assert n == 8
     assert len(a.times) == 8 and len(b.times) == 8
     timed = log[2:]                          # after one warm-up step each
@@ -50,8 +51,8 @@ def test_measure_interleaves_in_alternating_blocks():
 def test_measure_auto_repeats_within_bounds():
     log = []
     cases = [_FakeCase("a", log)]
-    n = bench._measure(cases, warmup=1, repeats=None, host_mem=bench._HostMemory())
-    assert n == bench._AUTO_MAX                # a no-op step: as many as allowed
+    n = timing.measure(cases, warmup=1, repeats=None, host_mem=timing.HostMemory())
+    assert n == timing.AUTO_MAX                # a no-op step: as many as allowed
     assert len(cases[0].times) == n
 
 
@@ -81,19 +82,23 @@ def test_run_bench_quick_rows_are_well_formed(device):
 def test_run_bench_rejects_bad_arguments():
     with pytest.raises(ValueError, match="models.*'nope'.*SimpleConvNet"):
         bench.run_bench(models=["nope"], quick=True)
-    with pytest.raises(ValueError, match="batch_sizes entry must be >= 1, got -1"):
+    with pytest.raises(ValueError, match="batch_sizes entry must be a positive int, got -1"):
         bench.run_bench(models=["mlp"], batch_sizes=[-1], quick=True)
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
+    with pytest.raises(ValueError, match="batch_sizes entry must be a positive int, got '0'"):
+        bench.run_bench(models=["mlp"], batch_sizes="4,0", quick=True)
+    with pytest.raises(ValueError, match="repeats must be a positive int"):
         bench.run_bench(models=["mlp"], batch_sizes=[2], repeats=0)
 
 
 def test_models_accept_commas_and_aliases():
-    assert [bench._model_name(m) for m in bench._split(["deep,mlp", "SimpleConvNet"])] == [
+    assert [runner.model_name(m) for m in runner.split(["deep,mlp", "SimpleConvNet"])] == [
         "DeepConvNet", "MultiLayerNet", "SimpleConvNet"]
+    assert runner.model_name("simple_conv") == "SimpleConvNet"     # registry names too
+    assert list(bench.MODELS) == ["SimpleConvNet", "DeepConvNet", "MultiLayerNet"]
 
 
 def test_host_memory_peak_sees_a_new_allocation():
-    hm = bench._HostMemory()
+    hm = timing.HostMemory()
     if not hm.method.startswith("VmHWM"):
         pytest.skip("no resettable peak RSS here (%s)" % hm.method)
     before = hm.start()
@@ -103,7 +108,7 @@ def test_host_memory_peak_sees_a_new_allocation():
 
 
 def test_traced_peak_counts_numpy_temporaries():
-    got = bench._traced_peak(lambda: float(np.ones(2_000_000).sum()))   # 16 MB, then freed
+    got = timing.traced_peak(lambda: float(np.ones(2_000_000).sum()))   # 16 MB, then freed
     assert got >= 16_000_000
 
 
@@ -112,8 +117,8 @@ def test_fresh_footprint_holds_params_and_adam_state():
     p_bytes = 4 * bench.count_params(net)
     x = np.zeros((2, 1, 28, 28), np.float32)
     t = np.zeros(2, np.int64)
-    train = bench._fresh_footprint(lambda: bench.MODELS["MultiLayerNet"]("cpu", 0), "train", x, t)
-    infer = bench._fresh_footprint(lambda: bench.MODELS["MultiLayerNet"]("cpu", 0), "infer", x, t)
+    train = runner.fresh_footprint(lambda: bench.MODELS["MultiLayerNet"]("cpu", 0), "train", x, t)
+    infer = runner.fresh_footprint(lambda: bench.MODELS["MultiLayerNet"]("cpu", 0), "infer", x, t)
     assert train >= 3 * p_bytes              # weights, Adam's m and v (and the gradients)
     assert p_bytes <= infer < train
 
@@ -147,7 +152,7 @@ def test_threads_option_sets_xpnet_threads(capsys, monkeypatch):
     assert doc["settings"]["threads"] == 1 and doc["environment"]["xpnet_threads"]["threads"] == 1
     with pytest.raises(SystemExit):
         bench.main(_TINY + ["--threads", "0"])
-    assert "--threads must be >= 1" in capsys.readouterr().err
+    assert "argument --threads: expected a positive int, got '0'" in capsys.readouterr().err
 
 
 def test_table_output(capsys):
@@ -164,7 +169,7 @@ def test_cli_errors_name_the_argument(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--batch-sizes", "0"])
     assert e.value.code == 2
-    assert "--batch-sizes must be >= 1, got '0'" in capsys.readouterr().err
+    assert "argument --batch-sizes: expected a positive int, got '0'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--models", "ResNet"])
     assert "unknown model 'ResNet'" in capsys.readouterr().err
@@ -272,3 +277,47 @@ def test_vs_torch_rows_have_ratio():
         assert r["torch"]["n"] == 3 and r["torch"]["ms"] > 0
         assert r["ratio"] == pytest.approx(r["xpnet"]["ms"] / r["torch"]["ms"])
         assert r["torch"]["host_peak_rss_bytes"] is None or r["torch"]["host_peak_rss_bytes"] > 0
+
+
+# --------------------------------------------------------------------------- other devices
+
+def test_reference_device_rows_and_table(capsys):
+    """--device numpy-reference times the plain reference kernels (what the docs
+    compare the fast path with); NumPy memory is still traced."""
+    assert bench.main(["--quick", "--device", "numpy-reference", "--models", "mlp,simple",
+                       "--batch-sizes", "4", "--infer-batch", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["environment"]["device"] == "numpy-reference"
+    assert doc["environment"]["reference_kernels"] is True
+    assert [r["model"] for r in doc["rows"]] == ["MultiLayerNet", "SimpleConvNet"]
+    for r in doc["rows"]:
+        assert r["device"] == "numpy-reference" and r["xpnet"]["ms"] > 0
+        assert r["xpnet"]["peak_bytes"] > 0
+    assert bench.main(["--quick", "--device", "numpy-reference", "--models", "mlp",
+                       "--batch-sizes", "4", "--infer-batch", "0"]) == 0
+    assert "device numpy-reference: " in capsys.readouterr().out
+
+
+def test_memory_columns_are_skipped_where_not_measured():
+    pytest.importorskip("array_api_strict")
+    rows = bench.run_bench(models="mlp", batch_sizes=[2], infer_batch=0, quick=True,
+                           device="array-api-strict")
+    assert rows[0]["xpnet"]["peak_bytes"] is None and rows[0]["xpnet"]["ms"] > 0
+    assert bench.format_table(rows).splitlines()[2].split()[12] == "-"   # mem MB x
+
+
+def test_bench_stays_out_of_the_core_and_runs_as_a_module():
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = ("import sys, xpnet, xpnet.cli, xpnet.registry; "
+            "print(sorted(m for m in sys.modules if m.startswith('xpnet.bench') or m == 'torch'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=root, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+    r = subprocess.run([sys.executable, "-m", "xpnet.bench", "--quick", "--models", "mlp",
+                        "--batch-sizes", "2", "--infer-batch", "0", "--json"],
+                       capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"][0]["model"] == "MultiLayerNet"

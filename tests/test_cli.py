@@ -10,7 +10,8 @@ import pytest
 
 import xpnet
 from xpnet import cli
-from xpnet.serialization import load_arrays, load_net
+from xpnet.nets import load_net
+from xpnet.serialization import load_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,12 +125,13 @@ def test_plots_skipped_without_matplotlib(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("argv, valid", [
     (["train", "--model", "resnet"], "simple_conv', 'deep_conv', 'mlp', 'two_layer"),
     (["train", "--dataset", "cifar"], "mnist', 'fashion-mnist', 'mnist-sample"),
-    (["train", "--optimizer", "adamw"], "'sgd', 'momentum', 'nesterov', 'adagrad'"),
-    (["train", "--device", "tpu"], "'cpu', 'gpu', 'auto'"),
+    (["train", "--optimizer", "lamb"], "'sgd', 'momentum', 'nesterov', 'adagrad'"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'; valid values are cpu, gpu"),
+    (["eval", "x.npz", "--device", "torch:tpu"], "unknown torch device 'torch:tpu'"),
     (["train", "--dtype", "float16"], "'float32', 'float64'"),
-    (["train", "--epochs", "-1"], "expected an integer >= 0, got -1"),
-    (["train", "--lr", "0"], "expected a positive number, got '0'"),
-    (["train", "--batch-size", "x"], "expected a positive integer, got 'x'"),
+    (["train", "--epochs", "-1"], "argument --epochs: expected an int >= 0, got '-1'"),
+    (["train", "--lr", "0"], "argument --lr: expected a positive number, got '0'"),
+    (["train", "--batch-size", "x"], "argument --batch-size: expected a positive int, got 'x'"),
     (["frobnicate"], "'train', 'eval', 'info', 'bench'"),
     ([], "required: COMMAND"),
 ])
@@ -148,8 +150,18 @@ def test_weight_decay_on_two_layer_is_refused(tmp_path, capsys):
 def test_unavailable_gpu_is_a_clear_error(tmp_path, capsys):
     if xpnet.gpu_available()[0]:
         pytest.skip("a GPU is available")
-    code, _, err = train_tiny(tmp_path, capsys, "--device", "gpu")
-    assert code == 1 and "GPU can't be used" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as ei:     # --device is resolved while parsing
+        train_tiny(tmp_path, capsys, "--device", "gpu")
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and "argument --device" in err and "GPU can't be used" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_on_the_reference_device(tmp_path, capsys):
+    code, stdout, err = train_tiny(tmp_path, capsys, "--model", "two_layer", "--device",
+                                   "numpy-reference")
+    assert code == 0, err
+    assert "model: TwoLayerNet (float32, numpy-reference)" in stdout
 
 
 # ---------------------------------------------------------------- eval
@@ -215,6 +227,51 @@ def test_threads_option_and_bad_env(tmp_path, capsys, monkeypatch):
     code, stdout, err = run(["info"], capsys)
     assert code == 2 and "XPNET_NUM_THREADS must be a positive integer, got 'many'" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- registry and validate
+
+def test_registry_is_what_the_cli_offers():
+    from xpnet import nets, optimizers, registry
+    assert cli.MODELS == registry.CLI_MODELS == ("simple_conv", "deep_conv", "mlp", "two_layer")
+    assert registry.OPTIMIZERS == tuple(optimizers.OPTIMIZERS)
+    assert all(m.net in nets.NETS for m in registry.MODELS)
+    assert registry.default_lr("adam") == 0.003 and registry.default_lr("SGD") == 0.01
+    assert registry.default_lr("adam", "deep_conv") == 0.001
+    assert registry.default_lr("sgd", "deep_conv") == 0.01
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        registry.default_lr("lamb")
+    mlp, two = registry.cli_model("mlp"), registry.cli_model("two_layer")
+    assert mlp.flat_input and two.flat_input and not registry.cli_model("deep_conv").flat_input
+    assert mlp.weight_decay and not two.weight_decay
+    net = mlp.build(dtype="float64", seed=0)
+    assert type(net).__name__ == "MultiLayerNetExtend" and str(net.dtype) == "float64"
+    assert registry.bench_model("mlp").net == "MultiLayerNet"     # bench aliases are its own
+    assert registry.bench_model("Simple_Conv").net == "SimpleConvNet"
+    with pytest.raises(ValueError, match="unknown model 'two_layer'"):
+        registry.bench_model("two_layer")                         # not timed by the bench
+
+
+def test_validate_positive_int_and_parsers():
+    import argparse
+    from xpnet import validate as V
+    assert V.positive_int(np.int64(3), "n") == 3 and V.positive_int(0, "n", allow_zero=True) == 0
+    for bad in (True, 4.5, "4", None):
+        with pytest.raises(TypeError, match="n must be a positive int, got "):
+            V.positive_int(bad, "n")
+    with pytest.raises(ValueError, match=r"^n must be a positive int, got 0$"):
+        V.positive_int(0, "n")
+    with pytest.raises(ValueError, match=r"^n must be an int >= 0, got -1$"):
+        V.positive_int(-1, "n", allow_zero=True)
+    assert V.parse_int(" 12 ", "n") == 12 and V.parse_float("1e-3", "lr") == 0.001
+    for text in ("x", "1.5", "0"):
+        with pytest.raises(ValueError, match="^n must be a positive int, got '%s'$" % text):
+            V.parse_int(text, "n")
+    for text in ("nan", "inf", "-1"):
+        with pytest.raises(ValueError, match="lr must be a positive number"):
+            V.parse_float(text, "lr")
+    with pytest.raises(argparse.ArgumentTypeError, match="^expected a number >= 0, got '-2'$"):
+        V.arg_type(V.parse_float, allow_zero=True)("-2")
 
 
 # ---------------------------------------------------------------- bench

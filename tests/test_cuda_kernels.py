@@ -162,8 +162,10 @@ def compile_cuda(nvrtc, source, name, arch):
 ARCHS = ["compute_80", "sm_80", "sm_90"]
 
 
-@pytest.mark.parametrize("index", ["int", "long long"])
-@pytest.mark.parametrize("arch", ARCHS)
+# 64-bit indices and the PTX-only target are checked in the slow run (-m slow).
+@pytest.mark.parametrize("index", ["int", pytest.param("long long", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", [pytest.param("compute_80", marks=pytest.mark.slow),
+                                  "sm_80", "sm_90"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_kernel_compiles(nvrtc, dtype, arch, index):
     sources = ck.kernel_sources(dtype, BOOK_RULES + [(clipped_rule, 0)], index=index)

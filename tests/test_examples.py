@@ -22,6 +22,18 @@ EXAMPLES = os.path.join(REPO, "examples")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 _runs = {}   # (script, device, extra args) -> (CompletedProcess, out dir); shared by tests
+_GPU_OK, _GPU_WHY = xpnet.gpu_available()
+
+
+@pytest.fixture(params=[pytest.param("cpu", id="numpy"),
+                        pytest.param("gpu", id="cupy", marks=[pytest.mark.gpu] + (
+                            [] if _GPU_OK else [pytest.mark.skip(reason=_GPU_WHY)]))])
+def device(request):
+    """The book's experiments are scripts that use NumPy idioms on the arrays they get back
+    (len(), .astype, 1-D indexing), so they run on the NumPy and CuPy devices; the library
+    itself runs on every device (see tests/conftest.py)."""
+    with xpnet.using_device(request.param):
+        yield request.param
 
 
 def _env():

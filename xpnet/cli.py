@@ -9,7 +9,8 @@ See docs/training.md. `main(argv)` returns the exit status (0 ok, 1 failure,
 2 bad arguments, 130 interrupted).
 """
 import argparse
-import math
+import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -18,18 +19,14 @@ import time
 
 import numpy as np
 
-from . import __version__
+from . import __version__, backend, registry
+from .backend import cpu_threads as parallel
+from .validate import arg_type, parse_float, parse_int
 
 __all__ = ["main", "build_parser", "MODELS", "DATASETS"]
 
-MODELS = ("simple_conv", "deep_conv", "mlp", "two_layer")
+MODELS = registry.CLI_MODELS
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
-# Book chapter 6 values, except Adam: 0.003 takes SimpleConvNet past 96% on the
-# embedded sample within 10 epochs (0.001 needs about twice as many).
-DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01,
-              "rmsprop": 0.001, "adam": 0.003}
-DEFAULT_LR_DEEP = {"adam": 0.001}
 # Epochs that keep a default SimpleConvNet run to a few minutes on 2 CPU cores
 # (a 60k epoch is about 16 s of training there).
 DEFAULT_EPOCHS = {"mnist-sample": 10, "mnist": 5, "fashion-mnist": 5}
@@ -39,28 +36,35 @@ class _CLIError(Exception):
     """A failure to report as one clear message (exit status 1)."""
 
 
-def _number(kind, minimum, strict, what):
-    """An argparse type: `kind` (int/float) that is finite and above (or at least) `minimum`."""
-    def parse(s):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError("expected %s, got %r" % (what, s)) from None
-        if not (math.isfinite(v) and (v > minimum if strict else v >= minimum)):
-            shown = v if kind is int else repr(s)
-            raise argparse.ArgumentTypeError("expected %s, got %s" % (what, shown))
-        return v
-    return parse
-
-
-_positive_int = _number(int, 0, True, "a positive integer")
-_nonneg_int = _number(int, 0, False, "an integer >= 0")
-_positive_float = _number(float, 0, True, "a positive number")
-_nonneg_float = _number(float, 0, False, "a number >= 0")
+# argparse types: bad values exit 2 with "argument --x: expected ..., got ..."
+_positive_int = arg_type(parse_int)
+_nonneg_int = arg_type(parse_int, allow_zero=True)
+_positive_float = arg_type(parse_float)
+_nonneg_float = arg_type(parse_float, allow_zero=True)
 
 
 def _lower(s):
     return s.lower()
+
+
+def _device(text):
+    """An argparse type: the `Device` xpnet.get_device makes of `text` (any of
+    backend.DEVICE_HELP); a name it rejects, or a device it can't use, exits 2."""
+    try:
+        return backend.get_device(text)
+    except backend.DeviceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_DEVICE_HELP = "%s (default: XPNET_DEVICE, else cpu)" % backend.DEVICE_HELP
+
+
+def _lr_help():
+    own = ["%s %g for %s" % (opt, lr, m.name) for m in registry.MODELS if m.cli
+           for opt, lr in m.lr.items()]
+    return "learning rate (default: %s%s)" % (
+        ", ".join("%s %g" % kv for kv in registry.DEFAULT_LR.items()),
+        "; " + ", ".join(own) if own else "")
 
 
 def build_parser(bench=None):
@@ -84,15 +88,12 @@ def build_parser(bench=None):
                    help="total epochs (default %s)" % ", ".join(
                        "%d on %s" % (v, k) for k, v in DEFAULT_EPOCHS.items()))
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default 100")
-    t.add_argument("--optimizer", type=_lower, choices=OPTIMIZERS, default=None,
+    t.add_argument("--optimizer", type=_lower, choices=registry.OPTIMIZERS, default=None,
                    help="default adam")
-    t.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default: %s; adam 0.001 for deep_conv)" % ", ".join(
-                       "%s %g" % kv for kv in DEFAULT_LR.items()))
+    t.add_argument("--lr", type=_positive_float, default=None, help=_lr_help())
     t.add_argument("--weight-decay", type=_nonneg_float, default=None,
                    help="L2 weight decay lambda (default 0)")
-    t.add_argument("--device", type=_lower, choices=("cpu", "gpu", "auto"), default=None,
-                   help="overrides XPNET_DEVICE (default: XPNET_DEVICE, else cpu)")
+    t.add_argument("--device", type=_device, default=None, help=_DEVICE_HELP)
     t.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="default float32")
     t.add_argument("--seed", type=int, default=None, help="default 0")
@@ -122,7 +123,7 @@ def build_parser(bench=None):
     e.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="evaluate the first N images only")
     e.add_argument("--batch-size", type=_positive_int, default=500)
-    e.add_argument("--device", type=_lower, choices=("cpu", "gpu", "auto"), default=None)
+    e.add_argument("--device", type=_device, default=None, help=_DEVICE_HELP)
     e.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads (default: XPNET_NUM_THREADS, else the BLAS thread count)")
     e.add_argument("--data-dir", default=None)
@@ -176,7 +177,6 @@ def main(argv=None):
         return 2
     args = parser.parse_args(argv)
     try:
-        from .backend import cpu_threads as parallel
         parallel.get_num_threads()            # a bad XPNET_NUM_THREADS fails here, clearly
     except ValueError as e:
         print("xpnet %s: error: %s" % (args.command, e), file=sys.stderr)
@@ -196,8 +196,7 @@ def main(argv=None):
 
 def _load_bench():
     """The xpnet.bench module, or a string saying why it can't be used."""
-    import importlib
-    try:
+    try:   # by name: the bench is optional and stays out of the core's imports
         mod = importlib.import_module("xpnet.bench")
     except ImportError as e:
         return ("the benchmark module xpnet.bench can't be imported (%s: %s); it ships with "
@@ -256,19 +255,15 @@ def _load_data(args, name, flatten):
 # ---------------------------------------------------------------------- train
 
 def _build_model(model, weight_decay, dtype, device, seed):
-    from . import nets
+    """`model` (a registry.Model) with its command-line settings."""
     kw = {"dtype": dtype, "device": device, "seed": seed}
-    if model == "simple_conv":
-        return nets.SimpleConvNet(weight_decay_lambda=weight_decay, **kw)
-    if model == "deep_conv":
-        return nets.DeepConvNet(weight_decay_lambda=weight_decay, **kw)
-    if model == "mlp":
-        return nets.MultiLayerNetExtend(784, [100, 100, 100], 10, use_batchnorm=True,
-                                        weight_decay_lambda=weight_decay, **kw)
+    if model.weight_decay:
+        return model.build(weight_decay_lambda=weight_decay, **kw)
     if weight_decay:
-        raise _CLIError("--weight-decay is not supported by --model two_layer (the book's "
-                        "TwoLayerNet has no regularisation); use mlp, simple_conv or deep_conv")
-    return nets.TwoLayerNet(784, 50, 10, **kw)
+        able = [m.name for m in registry.MODELS if m.cli and m.weight_decay]
+        raise _CLIError("--weight-decay is not supported by --model %s (the book's %s has no "
+                        "regularisation); use %s" % (model.name, model.net, ", ".join(able)))
+    return model.build(**kw)
 
 
 _STORED = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
@@ -296,12 +291,20 @@ def _resume_defaults(args):
 
 def _set_threads(args):
     if getattr(args, "threads", None):
-        from .backend import cpu_threads as parallel
         parallel.set_num_threads(args.threads)
 
 
+def _current_device(args):
+    """--device (resolved while parsing), else the default (XPNET_DEVICE)."""
+    if args.device is not None:
+        return args.device
+    try:
+        return backend.current_device()
+    except backend.DeviceError as e:
+        raise _CLIError(str(e)) from None
+
+
 def cmd_train(args):
-    from . import backend
     from .trainer import Trainer, TrainingDivergedError
 
     _set_threads(args)
@@ -312,16 +315,15 @@ def cmd_train(args):
     args.weight_decay = args.weight_decay or 0.0
     args.dtype = args.dtype or "float32"
     args.seed = 0 if args.seed is None else args.seed
-    if args.lr is None:
-        table = dict(DEFAULT_LR, **(DEFAULT_LR_DEEP if args.model == "deep_conv" else {}))
-        args.lr = table[args.optimizer]
-    try:
-        device = backend.get_device(args.device) if args.device else backend.current_device()
-    except backend.DeviceError as e:
+    try:   # names stored in a checkpoint may be ones this version no longer offers
+        model = registry.cli_model(args.model)
+        if args.lr is None:
+            args.lr = registry.default_lr(args.optimizer, model)
+    except ValueError as e:
         raise _CLIError(str(e)) from None
+    device = _current_device(args)
 
-    flatten = args.model in ("mlp", "two_layer")
-    name, (x, t), (xt, tt) = _load_data(args, args.dataset, flatten)
+    name, (x, t), (xt, tt) = _load_data(args, args.dataset, model.flat_input)
     args.dataset = name
     if args.limit:
         x, t, xt, tt = x[:args.limit], t[:args.limit], xt[:args.limit], tt[:args.limit]
@@ -331,7 +333,7 @@ def cmd_train(args):
     out = args.out
     os.makedirs(out, exist_ok=True)
 
-    net = _build_model(args.model, args.weight_decay, args.dtype, device, args.seed)
+    net = _build_model(model, args.weight_decay, args.dtype, device, args.seed)
     cli_opts = {k: getattr(args, k) for k in _STORED}
     _say(args, "model: %s (%s, %s)  optimizer: %s lr=%g  batch %d  epochs %d  seed %d"
          % (type(net).__name__, args.dtype, device.name, args.optimizer, args.lr,
@@ -392,12 +394,13 @@ def _predict(net, x, batch_size):
 
 
 def cmd_eval(args):
-    from . import backend, datasets, viz
-    from .serialization import load_net, read_meta
+    from . import datasets, viz
+    from .nets import load_net
+    from .serialization import read_meta
 
     _set_threads(args)
+    device = _current_device(args)
     try:
-        device = backend.get_device(args.device) if args.device else backend.current_device()
         meta = read_meta(args.params if os.path.exists(args.params) else args.params + ".npz")
         net = load_net(args.params, device=device)
     except (FileNotFoundError, ValueError, backend.DeviceError) as e:
@@ -455,19 +458,33 @@ def cmd_eval(args):
 
 # ---------------------------------------------------------------------- info
 
+def _dist_version(module):
+    """The installed version of the distribution that provides `module` (cupy comes
+    as cupy-cuda12x, ...), from its metadata: nothing is imported."""
+    try:
+        dists = importlib.metadata.packages_distributions().get(module) or [module]
+    except AttributeError:   # Python 3.9 has no packages_distributions
+        dists = [module]
+    for d in dists:
+        try:
+            return importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return None
+
+
 def _info(data_dir=None):
-    from . import backend, datasets
-    from .backend import cpu_threads as parallel
+    from . import datasets
     info = {"xpnet": __version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": np.__version__, "cupy": None,
             "devices": [{"name": "cpu", "backend": "numpy", "available": True}],
             "xpnet_device_env": os.environ.get("XPNET_DEVICE"), "default_device": None,
             "optional": {}, "datasets": {}, "cpu_threads": parallel.info()}
+    info["cupy"] = _dist_version("cupy")
     ok, why = backend.gpu_available()
-    cp = backend._cupy
-    if cp is not None:
-        info["cupy"] = cp.__version__
     if ok:
+        cp = backend.get_device("gpu").xp
+        info["cupy"] = cp.__version__
         for i in range(cp.cuda.runtime.getDeviceCount()):
             try:
                 name = cp.cuda.runtime.getDeviceProperties(i)["name"]
@@ -483,11 +500,9 @@ def _info(data_dir=None):
         info["default_device"] = backend.current_device().name
     except backend.DeviceError as e:
         info["default_device"] = "error: %s" % e
-    for mod in ("matplotlib", "tqdm"):
-        try:
-            info["optional"][mod] = __import__(mod).__version__
-        except Exception:
-            info["optional"][mod] = None
+    info["device_names"] = backend.DEVICE_HELP
+    for mod in ("matplotlib", "tqdm", "torch", "array_api_strict"):
+        info["optional"][mod] = _dist_version(mod)
     for name in datasets.NAMES:
         try:
             loc = datasets.locate(name, data_dir)
@@ -515,6 +530,7 @@ def cmd_info(args):
                                    "  (%s)" % d["model"] if d.get("model") else ""))
         else:
             print("  %-6s not available: %s" % (d["name"], d["reason"]))
+    print("device names: %s" % info["device_names"])
     print("default device: %s (XPNET_DEVICE=%s)"
           % (info["default_device"], info["xpnet_device_env"] or "unset"))
     th = info["cpu_threads"]

@@ -39,8 +39,8 @@ def _zeros_like(xp, x):
 
 def relu_forward(x):
     xp = _ns(x)
-    mask = x > 0
-    return xp.where(mask, x, _zeros_like(xp, x)), mask
+    y = xp.maximum(x, _zeros_like(xp, x))      # maximum keeps NaN, so a diverged net shows it
+    return y, y > 0
 
 
 def relu_backward(dy, mask):

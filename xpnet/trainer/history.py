@@ -1,0 +1,78 @@
+"""The history: the dict `Trainer.train` returns and ``history.json`` holds (losses per
+step, accuracies and times per epoch, status, and the run's configuration).
+
+Bookkeeping on Python numbers only: it must never touch arrays or decide anything
+about training. Files are strict JSON (a NaN loss is written as null), written
+atomically.
+"""
+import json
+import math
+
+from .. import __version__
+from ..serialization import atomic_write_bytes
+from .arrays import device_name, network_dtype
+
+__all__ = ["config", "new", "add_losses", "add_epoch", "strict", "json_bytes", "write", "restored_lists"]
+
+_LISTS = ("train_loss", "train_acc", "test_acc", "epoch_seconds", "eval_seconds")
+
+
+def config(tr):
+    """The run's settings, from trainer `tr` (stored in the history and its files)."""
+    opt = tr.optimizer
+    return {
+        "network": dict(getattr(tr.network, "config", {}) or {"type": type(tr.network).__name__}),
+        "dtype": network_dtype(tr.network), "device": device_name(tr.device),
+        "epochs": tr.epochs, "mini_batch_size": tr.batch_size,
+        "iter_per_epoch": tr.iter_per_epoch, "drop_last": tr.drop_last,
+        "train_size": tr.train_size, "test_size": int(tr.x_test.shape[0]),
+        "optimizer": {"type": type(opt).__name__,
+                      "hyper": {h: getattr(opt, h) for h in opt._hyper}},
+        "evaluate_sample_num_per_epoch": tr.evaluate_sample_num_per_epoch,
+        "eval_batch_size": tr.eval_batch_size, "log_every": tr.log_every, "seed": tr.seed,
+        "xpnet_version": __version__, "run_info": tr.run_info,
+    }
+
+
+def new(cfg):
+    h = {"format": "xpnet-history", "config": cfg, "epochs_done": 0, "steps": 0,
+         "final_test_acc": None, "status": "created"}
+    h.update((k, []) for k in _LISTS)
+    return h
+
+
+def add_losses(h, losses, steps):
+    """Append step losses; returns how many were recorded before them."""
+    first = len(h["train_loss"])
+    h["train_loss"].extend(losses)
+    h["steps"] = steps
+    return first
+
+
+def add_epoch(h, train_acc, test_acc, train_seconds, eval_seconds, epochs_done):
+    h["train_acc"].append(train_acc)
+    h["test_acc"].append(test_acc)
+    h["epoch_seconds"].append(train_seconds)
+    h["eval_seconds"].append(eval_seconds)
+    h["epochs_done"] = epochs_done
+
+
+def strict(h):
+    """A copy that strict JSON accepts: non-finite losses become null."""
+    h = dict(h)
+    h["train_loss"] = [v if v is None or math.isfinite(v) else None for v in h["train_loss"]]
+    return h
+
+
+def json_bytes(obj):
+    return (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def write(path, h):
+    atomic_write_bytes(path, json_bytes(strict(h)))
+
+
+def restored_lists(stored):
+    """The lists of a stored history (null losses back to NaN)."""
+    stored = stored or {}
+    return {k: [float("nan") if v is None else v for v in stored.get(k, [])] for k in _LISTS}

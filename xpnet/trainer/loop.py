@@ -1,0 +1,243 @@
+"""`Trainer`: the book's training loop. It sequences epochs, steps, evaluation and
+reports, and holds the book's attributes; every other job is a sibling module.
+
+It must never operate on arrays itself (only through `arrays`, so any Array API
+library works) nor hold a second copy of the step logic: every step goes through
+`train_step`.
+"""
+import time
+
+from . import arrays, checkpoint, checks, divergence, history, interrupt, streams
+from . import progress as report   # `progress` is also an argument name
+
+__all__ = ["Trainer"]
+
+_EVAL_BATCH = 1000   # big batches evaluate several times faster per image
+
+
+class Trainer:
+    """Train `network` on ``(x_train, t_train)`` and evaluate on ``(x_test, t_test)``.
+
+    The book's positional arguments, plus keyword-only extras (docs/training.md):
+    seed, checkpoint_dir, resume (``epochs`` is the total), history_path, progress,
+    log (default print), eval_batch_size, log_every (steps between reading losses
+    back: 1 on the host, 50 on an accelerator), drop_last, data_on_device, on_step and
+    on_epoch (``f(trainer)``), run_info (a JSON-able dict stored with the history).
+    """
+
+    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
+                 optimizer="SGD", optimizer_param=None, evaluate_sample_num_per_epoch=None,
+                 verbose=True, *, seed=None, checkpoint_dir=None, resume=None, history_path=None,
+                 progress=None, log=print, eval_batch_size=None, log_every=None,
+                 drop_last=False, data_on_device=None, on_step=None, on_epoch=None,
+                 run_info=None):
+        checks.check_data(x_train, t_train, x_test, t_test)
+        self.network, self.verbose = network, bool(verbose)
+        self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
+        self.epochs = checks.count(epochs, "epochs", minimum=0)
+        self.batch_size = checks.count(mini_batch_size, "mini_batch_size")
+        self.evaluate_sample_num_per_epoch = checks.optional_count(
+            evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch")
+        self.eval_batch_size = checks.count(
+            max(self.batch_size, _EVAL_BATCH) if eval_batch_size is None else eval_batch_size,
+            "eval_batch_size")
+        self.optimizer = checks.make_optimizer(optimizer, optimizer_param)
+        self.train_size = int(x_train.shape[0])
+        self.drop_last = bool(drop_last)
+        self.iter_per_epoch = checks.steps_per_epoch(self.train_size, self.batch_size,
+                                                     self.drop_last)
+        self.max_iter = self.epochs * self.iter_per_epoch
+        self.device = arrays.network_device(network)
+        # xpnet's nets keep the gradient pass's loss; book-style nets need a second pass.
+        self._net_keeps_loss = hasattr(network, "last_loss")
+        self.log_every = checks.count(arrays.default_log_every(self.device)
+                                      if log_every is None else log_every, "log_every")
+        self.progress, self.log, self.on_step, self.on_epoch = progress, log, on_step, on_epoch
+        self.seed, self.run_info = seed, checks.json_dict(run_info, "run_info")
+        self.checkpoint_dir, self.history_path = checkpoint.paths(checkpoint_dir, history_path)
+        self._rng = streams.shuffle_rng(seed)
+        self.data_on_device, (self._xtr, self._ttr, self._xte, self._tte) = arrays.place(
+            (x_train, t_train, x_test, t_test), self.device, data_on_device)
+        self.current_iter = 0       # optimizer steps done
+        self.current_epoch = 0      # epochs completed (evaluated)
+        self._pos = 0               # steps done in the current epoch
+        self._perm = None           # this epoch's host order (None between epochs)
+        self._idx = None            # that order where the training data lives
+        self._epoch_train_seconds = 0.0
+        self._pending = []          # losses not yet read back
+        self._in_step = False       # inside an update: an interrupt leaves no checkpoint
+        self._stop = interrupt.StopOnSigint(announce=self.verbose)
+        self._bar = report.NO_BAR
+        self.last_checkpoint = self.interrupt_checkpoint = None
+        self.history = history.new(history.config(self))
+        if resume is not None:
+            self.load_checkpoint(resume)
+
+    # The book's lists, kept in the history.
+    train_loss_list = property(lambda self: self.history["train_loss"])
+    train_acc_list = property(lambda self: self.history["train_acc"])
+    test_acc_list = property(lambda self: self.history["test_acc"])
+
+    def _say(self, msg):
+        if self.verbose and self.log is not None:
+            self.log(msg)
+
+    # ------------------------------------------------------------------ training
+    def train(self):
+        """Train until ``epochs`` epochs are done; returns the history dict."""
+        self.history["status"] = "running"
+        self.history["config"]["epochs"] = self.epochs
+        self._in_step = False
+        try:
+            with self._stop:
+                if self.current_epoch == 0 and self._pos == 0:
+                    self._say(report.start_line(
+                        type(self.network).__name__, self.train_size, self.iter_per_epoch,
+                        self.batch_size, self.epochs, arrays.device_name(self.device)))
+                while self.current_epoch < self.epochs:
+                    self._run_epoch()
+        except KeyboardInterrupt:
+            self._bar.close()
+            self._interrupted()
+        except BaseException:
+            self._bar.close()
+            raise
+        self._finish()
+        return self.history
+
+    def train_step(self):
+        """One optimizer step (the book's method); an epoch's last step also evaluates."""
+        if self._perm is None:
+            self._begin_epoch()
+        if self._pos < self.iter_per_epoch:
+            t0 = time.perf_counter()
+            self._step()
+            if self._pos % self.log_every == 0 or self._pos == self.iter_per_epoch:
+                self._flush()
+            self._epoch_train_seconds += time.perf_counter() - t0
+            if self.on_step is not None:
+                self.on_step(self)
+        if self._pos >= self.iter_per_epoch:
+            self._end_epoch()
+
+    def _run_epoch(self):
+        if self._perm is None:
+            self._begin_epoch()
+        if report.wanted(self.progress, self.verbose) and self._pos < self.iter_per_epoch:
+            self._bar = report.ProgressBar(self.iter_per_epoch, self._pos, "epoch %d/%d" % (
+                self.current_epoch + 1, self.epochs), self.batch_size)
+        epoch = self.current_epoch
+        while self.current_epoch == epoch:
+            self.train_step()
+            if self._stop.requested:     # the first Ctrl-C: stop between steps
+                raise KeyboardInterrupt
+
+    def _begin_epoch(self):
+        self._perm = self._rng.permutation(self.train_size)
+        self._idx, self._pos, self._epoch_train_seconds = None, 0, 0.0
+
+    def _step(self):
+        if self._idx is None:
+            self._idx = arrays.indices_for(self._perm, (self._xtr, self._ttr))
+        lo = self._pos * self.batch_size
+        xb, tb = arrays.take_batch((self._xtr, self._ttr), self._idx, lo,
+                                   min(lo + self.batch_size, self.train_size), self.device)
+        self._in_step = True
+        net = self.network
+        grads = net.gradient(xb, tb)
+        loss = net.last_loss if self._net_keeps_loss else net.loss(xb, tb)
+        self.optimizer.update(net.params, grads)
+        self._pending.append(loss)
+        self._pos += 1
+        self.current_iter += 1
+        self._in_step = False
+
+    def _flush(self):
+        """Read pending losses back (one transfer), record them, stop on NaN/Inf."""
+        if not self._pending:
+            return
+        vals, self._pending = arrays.read_back(self._pending), []
+        first = history.add_losses(self.history, vals, self.current_iter)
+        self._bar.update(len(vals), vals[-1])
+        bad = divergence.first_non_finite(vals)
+        if bad is not None:
+            self._diverged("loss is %r" % vals[bad], first + bad + 1)
+
+    def _diverged(self, what, step):
+        self._bar.close()
+        self.history["status"] = "diverged"
+        self._save_history()
+        raise divergence.diverged_error(what, step, self.iter_per_epoch, self.log_every,
+                                        self.current_epoch, self.last_checkpoint,
+                                        self.checkpoint_dir)
+
+    def _accuracy(self, x, t, n=None):
+        # `[:n, ...]`: the Array API wants every axis (or an ellipsis) indexed
+        return self.network.accuracy(x[:n, ...], t[:n, ...], batch_size=self.eval_batch_size)
+
+    def _end_epoch(self):
+        self._flush()
+        self._bar.close()
+        # Once per epoch: a NaN made by the epoch's last update shows up only here.
+        if not arrays.all_finite(self.network.params.values()):
+            self._diverged("a parameter is NaN or infinite", self.current_iter)
+        t0, n = time.perf_counter(), self.evaluate_sample_num_per_epoch
+        train_acc = self._accuracy(self._xtr, self._ttr, n)
+        test_acc = self._accuracy(self._xte, self._tte, n)
+        eval_s = time.perf_counter() - t0
+        self.current_epoch += 1
+        history.add_epoch(self.history, train_acc, test_acc, self._epoch_train_seconds, eval_s,
+                          self.current_epoch)
+        self._perm, self._idx, self._pos = None, None, 0
+        self._say(report.epoch_line(
+            self.current_epoch, self.epochs, self.train_loss_list[-self.iter_per_epoch:],
+            train_acc, test_acc, self._epoch_train_seconds, self.train_size, eval_s))
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint()
+        self._save_history()
+        if self.on_epoch is not None:
+            self.on_epoch(self)
+
+    def _finish(self):
+        h = self.history
+        if h["test_acc"] and self.evaluate_sample_num_per_epoch is None:
+            final = h["test_acc"][-1]
+        else:
+            final = self._accuracy(self._xte, self._tte)
+        h["final_test_acc"], h["status"] = final, "completed"
+        self._say("final test accuracy: %.4f (%d images)" % (final, self.x_test.shape[0]))
+        self._save_history()
+
+    def _interrupted(self):
+        self._stop.clear()
+        self.history["status"] = "interrupted"
+        in_step, saved, self._in_step = self._in_step, None, False
+        if in_step:   # parameters may be half-updated: keep the last good checkpoint
+            self._pending = []
+        else:
+            self._flush()
+            if self.checkpoint_dir is not None:
+                saved = self.interrupt_checkpoint = self.save_checkpoint()
+        msg = interrupt.stop_message(in_step, self.current_iter, self.current_epoch + 1,
+                                     self._pos, self.iter_per_epoch, saved, self.last_checkpoint)
+        self._save_history()
+        self._say(msg)
+        raise KeyboardInterrupt(msg) from None
+
+    # ------------------------------------------------------------------ persistence
+    def _save_history(self):
+        if self.history_path is not None:
+            history.write(self.history_path, self.history)
+
+    def save_checkpoint(self, path=None):
+        """Write the whole training state atomically (``.npz`` arrays + ``.json`` meta, no
+        pickle); returns the ``.npz`` path. Default: ``checkpoint_dir/checkpoint.npz``."""
+        self.last_checkpoint = checkpoint.save(self, path)
+        return self.last_checkpoint
+
+    def load_checkpoint(self, path):
+        """Restore everything `save_checkpoint` wrote; training continues where it stopped."""
+        self.last_checkpoint = checkpoint.restore(self, path)
+        self._say("resumed from %s at epoch %d, step %d"
+                  % (self.last_checkpoint, self.current_epoch, self.current_iter))
+        return self

@@ -1,0 +1,29 @@
+"""The trainer's random streams: a host NumPy generator for the shuffling order, and
+xpnet's host generator (dropout masks), saved and restored for exact resumes.
+
+The shuffling generator is always host NumPy, so a seed gives the same order on
+every device. This module must never draw numbers itself or touch the net's arrays.
+"""
+from ..backend import host_rng, new_host_rng, seed as seed_xpnet
+
+__all__ = ["shuffle_rng", "state", "restore"]
+
+
+def shuffle_rng(seed):
+    """The shuffling generator; `seed` also seeds xpnet's generators. Without a seed it
+    is drawn from xpnet's host generator, so ``xpnet.seed(s)`` gives a repeatable run."""
+    if seed is not None:
+        seed_xpnet(seed)
+        return new_host_rng([int(seed), 1])
+    return new_host_rng(int(host_rng().integers(2 ** 63)))
+
+
+def state(shuffle):
+    """JSON-able states of both streams (NumPy bit-generator dicts)."""
+    return {"shuffle": shuffle.bit_generator.state, "host": host_rng().bit_generator.state}
+
+
+def restore(shuffle, st):
+    shuffle.bit_generator.state = st["shuffle"]
+    # host_rng() is looked up again: xpnet.seed replaces the generator object.
+    host_rng().bit_generator.state = st["host"]
