@@ -77,3 +77,92 @@ def test_layers_and_nets_never_branch_on_the_backend():
         for m in pattern.finditer(path.read_text()):
             offenders.append("%s: %s" % (path.relative_to(PKG), m.group(0).strip()))
     assert offenders == []
+
+
+# ---------------------------------------------------------------- training, checkpoints
+
+def _sample():
+    from xpnet.datasets import load_mnist_sample
+    return load_mnist_sample(flatten=False)
+
+
+def _train_simple_convnet(device, epochs=2):
+    from xpnet.trainer import Trainer
+    (x, t), (xt, tt) = _sample()
+    net = xpnet.SimpleConvNet(seed=0, device=device)
+    tr = Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=100, optimizer="Adam",
+                 optimizer_param={"lr": 0.003}, seed=0, verbose=False)
+    tr.train()
+    return tr, net.accuracy(xt, tt)
+
+
+def test_simple_convnet_trains_to_numpys_accuracy_on_every_library():
+    """Two epochs on the embedded MNIST sample (4,000 training images, 1,000 test)."""
+    _, want = _train_simple_convnet("cpu")
+    assert want > 0.85
+    for device in [d for d in OTHERS if d != "numpy-reference"]:
+        tr, acc = _train_simple_convnet(device)
+        assert abs(acc - want) <= 0.01, (device, acc, want)
+        assert tr.network.device == xpnet.get_device(device)
+        assert all(np.isfinite(tr.train_loss_list))
+
+
+def _bn_net(device):
+    return xpnet.MultiLayerNetExtend(20, [16, 16], 3, use_batchnorm=True, seed=0,
+                                     device=device, dtype="float64")
+
+
+def _blobs():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((20, 3))
+    x = rng.standard_normal((700, 20))
+    t = (x @ w).argmax(axis=1)
+    return x[:500], t[:500], x[500:], t[500:]
+
+
+def _fit(device, epochs, tmp, resume=None):
+    from xpnet.trainer import Trainer
+    tr = Trainer(_bn_net(device), *_blobs(), epochs=epochs, mini_batch_size=64,
+                 optimizer="Adam", optimizer_param={"lr": 0.01}, seed=3, checkpoint_dir=tmp,
+                 resume=resume, verbose=False)
+    tr.train()
+    return tr
+
+
+@pytest.mark.parametrize("device", ["cpu"] + OTHERS)
+def test_resume_on_the_same_library_is_exact(device, tmp_path):
+    full = _fit(device, 4, tmp_path / "full")
+    _fit(device, 2, tmp_path / "half")
+    rest = _fit(device, 4, tmp_path / "half", resume=tmp_path / "half")
+    assert rest.train_loss_list == full.train_loss_list
+    for k, v in full.network.params.items():
+        assert xpnet.asnumpy(rest.network.params[k]).tobytes() == xpnet.asnumpy(v).tobytes(), k
+
+
+@pytest.mark.parametrize("first,then", [("cpu", d) for d in OTHERS] + [(d, "cpu") for d in OTHERS])
+def test_checkpoint_written_on_one_library_resumes_on_another(first, then, tmp_path):
+    full = _fit("cpu", 4, tmp_path / "full")
+    _fit(first, 2, tmp_path / "half")
+    rest = _fit(then, 4, tmp_path / "half", resume=tmp_path / "half")
+    assert rest.network.device == xpnet.get_device(then)
+    np.testing.assert_allclose(rest.train_loss_list, full.train_loss_list, rtol=1e-9)
+    for k, v in full.network.params.items():
+        np.testing.assert_allclose(xpnet.asnumpy(rest.network.params[k]), v, rtol=1e-8,
+                                   atol=1e-10, err_msg=k)
+    for k, v in full.network.buffers.items():
+        np.testing.assert_allclose(xpnet.asnumpy(rest.network.buffers[k]), v, rtol=1e-8,
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("device", OTHERS)
+def test_save_params_on_one_library_load_on_another(device, tmp_path):
+    conv = {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1}
+    net = xpnet.SimpleConvNet((1, 8, 8), conv, hidden_size=5, output_size=3, seed=2,
+                              device=device)
+    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    y = xpnet.asnumpy(net.predict(x))
+    path = net.save_params(tmp_path / "p")
+    for dev in ("cpu", device):
+        again = xpnet.load_net(path, device=dev)
+        assert again.device == xpnet.get_device(dev)
+        np.testing.assert_allclose(xpnet.asnumpy(again.predict(x)), y, rtol=1e-5, atol=1e-6)

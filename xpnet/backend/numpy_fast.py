@@ -515,7 +515,22 @@ def affine_backward(dy, x2, W, need_dx):
 
 # ---------------------------------------------------------------- optimizers, passes
 
-apply_update = reference.apply_update
+_UPDATE_BLOCK = 1 << 16   # elements: a rule's temporaries stay in cache, and never page-fault
+
+
+def apply_update(rule, p, g, state, scalars):
+    """The rule over blocks of the flattened arrays: whole-array temporaries of a big
+    weight (MBs, freshly mapped each step) cost more in page faults than the math."""
+    targets = (p,) + tuple(state)
+    if not all(a.flags.c_contiguous for a in targets):
+        return reference.apply_update(rule, p, g, state, scalars)
+    flat = [a.reshape(-1) for a in targets]
+    gf = g.reshape(-1)
+    for a in range(0, gf.shape[0], _UPDATE_BLOCK):
+        blk = slice(a, a + _UPDATE_BLOCK)
+        new = rule(xp, flat[0][blk], gf[blk], *[f[blk] for f in flat[1:]], *scalars)
+        for dst, src in zip(flat, new):
+            dst[blk] = src
 
 
 def pass_scope(heavy):
