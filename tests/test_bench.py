@@ -1,6 +1,7 @@
 """`xpnet bench`: rows, statistics, interleaving, JSON/table output, the PyTorch twin
 of each net, and the path where PyTorch is missing."""
 import json
+import mmap
 import sys
 
 import numpy as np
@@ -102,9 +103,12 @@ def test_host_memory_peak_sees_a_new_allocation():
     if not hm.method.startswith("VmHWM"):
         pytest.skip("no resettable peak RSS here (%s)" % hm.method)
     before = hm.start()
-    a = np.ones(8 * 1024 * 1024)              # 64 MB, touched
+    # fresh anonymous pages, every one written: new resident memory whatever the
+    # allocator has cached (a malloc'd block may reuse pages that are resident already)
+    block = mmap.mmap(-1, 64 * 1024 * 1024)
+    block.write(b"\x01" * len(block))
     assert hm.peak_bytes() >= before + 60 * 1024 * 1024
-    del a
+    block.close()
 
 
 def test_traced_peak_counts_numpy_temporaries():

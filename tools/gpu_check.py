@@ -1,6 +1,7 @@
-"""GPU smoke check: CuPy kernels against the NumPy path, and a quick step timing.
+"""GPU smoke check: the CUDA kernels against the reference kernels, float64 gradients of
+the nets on the GPU against the CPU, a quick step timing and a per-layer profile.
 
-    XPNET_DEVICE=gpu python tools/gpu_check.py [--time]
+    python tools/gpu_check.py [--time] [--profile]
 """
 import sys
 import time
@@ -8,7 +9,7 @@ import time
 import numpy as np
 
 import xpnet
-from xpnet import conv
+from xpnet.backend import cuda_kernels, load_library, reference
 
 
 def close(a, b, tol=1e-5):
@@ -25,25 +26,37 @@ def kernels(cp):
             ((2, 33, 6, 6), (2, 2), 2, 0), ((4, 1, 28, 28), (5, 5), 1, 2)]
     worst = 0
     for shape, (kh, kw), s, p in geos:
+        st, pd = (s, s), (p, p)
         x = rng.standard_normal(shape)
         xg = cp.asarray(x)
-        c0 = conv.im2col_cnhw(x, kh, kw, s, p)
-        c1 = conv.im2col_cnhw(xg, kh, kw, s, p)
-        worst = max(worst, close(c1, c0, 1e-12))
-        worst = max(worst, close(conv.col2im_cnhw(cp.asarray(c0), shape, kh, kw, s, p),
-                                 conv.col2im_cnhw(c0, shape, kh, kw, s, p), 1e-12))
+        c0 = reference.im2col(x, kh, kw, st, pd)
+        worst = max(worst, close(cuda_kernels.im2col(xg, kh, kw, st, pd), c0, 1e-12))
+        worst = max(worst, close(cuda_kernels.col2im(cp.asarray(c0), shape, kh, kw, st, pd),
+                                 reference.col2im(c0, shape, kh, kw, st, pd), 1e-12))
+        W = rng.standard_normal((4, shape[1], kh, kw))
+        b = rng.standard_normal(4)
+        y0, k0 = reference.conv2d_forward(x, W, b, st, pd)
+        y1, k1 = cuda_kernels.conv2d_forward(xg, cp.asarray(W), cp.asarray(b), st, pd, {})
+        worst = max(worst, close(y1, y0, 1e-12))
+        dy = rng.standard_normal(y0.shape)
+        for g1, g0 in zip(cuda_kernels.conv2d_backward(cp.asarray(dy), k1, cp.asarray(W), shape,
+                                                       st, pd, True, {}),
+                          reference.conv2d_backward(dy, k0, W, shape, st, pd, True)):
+            worst = max(worst, close(g1, g0, 1e-11))
         if 2 * p <= min(kh, kw):
-            y0, a0 = conv.max_pool_forward(x, kh, kw, s, p)
-            y1, a1 = conv.max_pool_forward(xg, kh, kw, s, p)
+            y0, a0 = reference.max_pool_forward(x, kh, kw, st, pd)
+            y1, a1 = cuda_kernels.max_pool_forward(xg, kh, kw, st, pd)
             worst = max(worst, close(y1, y0, 1e-12))
             dy = rng.standard_normal(y0.shape)
-            worst = max(worst, close(conv.max_pool_backward(cp.asarray(dy), a1, shape, kh, kw, s, p),
-                                     conv.max_pool_backward(dy, a0, shape, kh, kw, s, p, y=y0), 1e-12))
-            worst = max(worst, close(conv.avg_pool_forward(xg, kh, kw, s, p),
-                                     conv.avg_pool_forward(x, kh, kw, s, p), 1e-12))
-            worst = max(worst, close(conv.avg_pool_backward(cp.asarray(dy), shape, kh, kw, s, p),
-                                     conv.avg_pool_backward(dy, shape, kh, kw, s, p), 1e-12))
-    print("kernels vs numpy: worst rel err %.2e" % worst)
+            worst = max(worst, close(
+                cuda_kernels.max_pool_backward(cp.asarray(dy), a1, shape, kh, kw, st, pd),
+                reference.max_pool_backward(dy, a0, shape, kh, kw, st, pd), 1e-12))
+            worst = max(worst, close(cuda_kernels.avg_pool_forward(xg, kh, kw, st, pd),
+                                     reference.avg_pool_forward(x, kh, kw, st, pd), 1e-12))
+            worst = max(worst, close(
+                cuda_kernels.avg_pool_backward(cp.asarray(dy), shape, kh, kw, st, pd),
+                reference.avg_pool_backward(dy, shape, kh, kw, st, pd), 1e-12))
+    print("CUDA kernels vs reference: worst rel err %.2e" % worst)
     rng = np.random.default_rng(1)
     for cls, kw, shape in [(xpnet.SimpleConvNet, {}, (8, 1, 28, 28)),
                            (xpnet.DeepConvNet, dict(dropout_ratio=0.0), (8, 1, 28, 28)),
@@ -52,12 +65,11 @@ def kernels(cp):
                             (8, 784))]:
         x = rng.random(shape)
         t = rng.integers(0, 10, shape[0])
-        n0 = cls(dtype="float64", device="cpu", seed=3, **kw)
-        n1 = cls(dtype="float64", device="gpu", seed=3, **kw)
-        g0 = n0.gradient(x, t)
-        g1 = n1.gradient(x, t)
-        e = max(close(g1[k], g0[k], 1e-9) for k in g0)
-        print("%s float64 gradients gpu vs cpu: %.2e" % (cls.__name__, e))
+        g0 = cls(dtype="float64", device="cpu", seed=3, **kw).gradient(x, t)
+        for dev in ("gpu", "cupy-reference"):
+            g1 = cls(dtype="float64", device=dev, seed=3, **kw).gradient(x, t)
+            e = max(close(g1[k], g0[k], 1e-9) for k in g0)
+            print("%s float64 gradients %s vs cpu: %.2e" % (cls.__name__, dev, e))
 
 
 def timing(cp, reps=50):
@@ -77,15 +89,6 @@ def timing(cp, reps=50):
             cp.cuda.get_current_stream().synchronize()
             ms = (time.perf_counter() - a) / reps * 1e3
             print("%s b%d xpnet %.2f ms/step" % (name, bs, ms))
-
-
-if __name__ == "__main__":
-    xpnet.set_device("gpu")
-    cp = xpnet.backend._load_cupy()
-    print("cupy", cp.__version__, "numpy", np.__version__)
-    kernels(cp)
-    if "--time" in sys.argv:
-        timing(cp)
 
 
 def profile(cp, name="DeepConvNet", bs=100, reps=30):
@@ -120,6 +123,13 @@ def profile(cp, name="DeepConvNet", bs=100, reps=30):
     print("  loss fwd+bwd %.3f ms, adam %.3f ms" % (lt * 1e3, ot * 1e3))
 
 
-if __name__ == "__main__" and "--profile" in sys.argv:
-    profile(cp, "DeepConvNet")
-    profile(cp, "SimpleConvNet")
+if __name__ == "__main__":
+    xpnet.set_device("gpu")
+    cp = load_library("cupy")
+    print("cupy", cp.__version__, "numpy", np.__version__)
+    kernels(cp)
+    if "--time" in sys.argv:
+        timing(cp)
+    if "--profile" in sys.argv:
+        profile(cp, "DeepConvNet")
+        profile(cp, "SimpleConvNet")

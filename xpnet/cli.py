@@ -272,7 +272,7 @@ _STORED = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "weigh
 
 def _resume_defaults(args):
     """Fill options not given on the command line from the checkpoint's stored ones."""
-    from .serialization import read_meta
+    from .serialization import npz_path, read_meta
     from .trainer import find_checkpoint
     try:
         path = find_checkpoint(args.resume)
@@ -389,19 +389,19 @@ def _predict(net, x, batch_size):
     from .backend import asnumpy
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(asnumpy(net.predict(x[i:i + batch_size]).argmax(axis=1)))
+        out.append(asnumpy(net.xp.argmax(net.predict(x[i:i + batch_size]), axis=1)))
     return np.concatenate(out)
 
 
 def cmd_eval(args):
     from . import datasets, viz
     from .nets import load_net
-    from .serialization import read_meta
+    from .serialization import npz_path, read_meta
 
     _set_threads(args)
     device = _current_device(args)
     try:
-        meta = read_meta(args.params if os.path.exists(args.params) else args.params + ".npz")
+        meta = read_meta(args.params if os.path.exists(args.params) else npz_path(args.params))
         net = load_net(args.params, device=device)
     except (FileNotFoundError, ValueError, backend.DeviceError) as e:
         raise _CLIError(str(e)) from None
