@@ -6,7 +6,6 @@ import itertools
 import numpy as np
 import pytest
 
-from xpnet import backend as B
 from xpnet import conv
 from xpnet.backend import cpu_threads as parallel
 from xpnet.backend import numpy_fast as fast

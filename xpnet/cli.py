@@ -272,7 +272,7 @@ _STORED = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "weigh
 
 def _resume_defaults(args):
     """Fill options not given on the command line from the checkpoint's stored ones."""
-    from .serialization import npz_path, read_meta
+    from .serialization import read_meta
     from .trainer import find_checkpoint
     try:
         path = find_checkpoint(args.resume)
