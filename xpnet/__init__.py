@@ -1,5 +1,5 @@
 """xpnet: the networks of "Deep Learning from Scratch", one code path for every array library."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .backend import (CPU, Device, DeviceError, asnumpy, current_device, device_of,
                       get_array_module, get_device, gpu_available, namespace, seed, set_device,

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from . import __version__, backend, registry
+from . import backend, registry
+from .version import __version__
 from .backend import cpu_threads as parallel
 from .validate import arg_type, parse_float, parse_int
 

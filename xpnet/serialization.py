@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .backend import asnumpy, dtype_name
 
 __all__ = ["atomic_write_bytes", "save_arrays", "load_arrays", "save_net", "load_into",

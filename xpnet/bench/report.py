@@ -10,7 +10,7 @@ import datetime
 import os
 import platform
 
-from .. import __version__
+from ..version import __version__
 from ..backend import CPU, get_device
 from ..backend import cpu_threads as parallel
 from .runner import ADAM, INPUT_SHAPE, MODELS

@@ -13,7 +13,7 @@ must never run training, and touches arrays only through `arrays`.
 """
 import os
 
-from .. import __version__
+from ..version import __version__
 from ..serialization import atomic_write_bytes, load_arrays, save_arrays
 from . import arrays, history, streams
 

@@ -8,7 +8,7 @@ atomically.
 import json
 import math
 
-from .. import __version__
+from ..version import __version__
 from ..serialization import atomic_write_bytes
 from .arrays import device_name, network_dtype
 
