@@ -124,10 +124,10 @@ def run_forward(layer, x, t, train=True):
 
 # Relative error bounds, |numeric - analytic| / max(|numeric|, |analytic|) over the array:
 # central differences with h=1e-4 in float64 are good to ~1e-9 on these smooth-enough
-# functions; SoftmaxWithLoss adds 1e-7 inside its log, which the analytic gradient
-# ignores, so it gets 1e-5.
+# functions, the loss layers included (SoftmaxWithLoss's loss comes from log-softmax, so its
+# gradient is exact; with the book's log(p + 1e-7) this bound had to be 1e-5).
 RTOL = 1e-7
-RTOL_LOSS = 1e-5
+RTOL_LOSS = 1e-8
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -455,12 +455,12 @@ def test_pooling_errors(backend):
 
 def test_dropout_and_batchnorm_errors(backend):
     for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(ValueError, match=r"dropout_ratio must be in \[0, 1\), got %r" % bad):
+        with pytest.raises(ValueError, match=r"dropout_ratio must be a number in \[0, 1\), got %r" % bad):
             L.Dropout(bad)
     g = backend.asarray(np.ones(3))
     with pytest.raises(ValueError, match="gamma and beta must be 1-D of equal shape"):
         L.BatchNormalization(g, backend.asarray(np.zeros(4)))
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\], got 1.5"):
         L.BatchNormalization(g, g * 0, momentum=1.5)
     bn = L.BatchNormalization(g, g * 0)
     with pytest.raises(ValueError, match=r"expected input \(N, 3\) or \(N, 3, H, W\), got shape "
@@ -479,8 +479,14 @@ def test_loss_layer_errors(backend):
     x = backend.asarray(np.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(3,\) "
                                          r"or one-hot/soft targets of shape \(3, 4\), got dtype int64 shape "
-                                         r"\(3, 1\)"):
-        s.forward(x, backend.asarray(np.zeros((3, 1), dtype=np.int64)))
+                                         r"\(3, 2\)"):
+        s.forward(x, backend.asarray(np.zeros((3, 2), dtype=np.int64)))
+    for bad, at in (([1, 2, 4], 2), ([-1, 0, 1], 0)):          # -1 must not mean "the last"
+        with pytest.raises(ValueError, match=r"SoftmaxWithLoss: label %d at index %d is outside "
+                                             r"\[0, 4\)" % (bad[at], at)):
+            s.forward(x, backend.asarray(np.array(bad)))
+        with pytest.raises(ValueError, match="label %d at index %d" % (bad[at], at)):
+            s.forward(x, bad)                                  # host labels, any device
     with pytest.raises(ValueError, match=r"shape \(3,\) or one-hot/soft .* got dtype float64 shape "
                                          r"\(3,\)"):
         s.forward(x, backend.asarray([0.0, 1.0, 2.0]))
@@ -499,10 +505,13 @@ def test_softmax_with_loss_values(backend):
     t = np.array([1, 2])
     e = np.exp(x - x.max(1, keepdims=True))
     y = e / e.sum(1, keepdims=True)
-    expect = -np.mean(np.log(y[[0, 1], t] + 1e-7))
+    expect = -np.mean(np.log(y[[0, 1], t]))           # exact: no 1e-7 inside the log
     s = L.SoftmaxWithLoss()
     assert float(s.forward(backend.asarray(x), backend.asarray(t))) == pytest.approx(expect,
-                                                                                     rel=1e-12)
+                                                                                     rel=1e-14)
+    # the book's (N, 1) labels, as in its ch07 gradient_check.py, mean the same
+    assert float(s.forward(backend.asarray(x), backend.asarray(t[:, None]))) == \
+        pytest.approx(expect, rel=1e-14)
     dx = backend.copy(y)
     dx[[0, 1], t] -= 1
     backend.assert_close(s.backward(), dx / 2, rtol=1e-12)
@@ -573,7 +582,43 @@ def test_leaky_relu_values_and_errors(backend):
     backend.assert_close(layer.backward(backend.asarray([[1.0, 2.0, 3.0, 4.0]])),
                          [[0.1, 0.2, 0.3, 4.0]])
     for bad in (-0.1, 1.0, float("nan")):
-        with pytest.raises(ValueError, match="LeakyRelu: alpha must be in"):
+        with pytest.raises(ValueError, match=r"LeakyRelu: alpha must be a number in \[0, 1\)"):
             L.LeakyRelu(bad)
     with pytest.raises(RuntimeError, match="LeakyRelu.backward: call forward first"):
         L.LeakyRelu().backward(x)
+
+
+def test_softmax_loss_is_exact_where_the_book_form_is_not(backend):
+    """Logits (1e4, -1e4) with the wrong label: the loss is 2e4 (the book's form gives 16.1);
+    a perfect prediction gives 0, never -1e-7."""
+    s = L.SoftmaxWithLoss()
+    x = backend.asarray(np.array([[1e4, -1e4], [1e4, -1e4]]))
+    assert float(s.forward(x, backend.asarray(np.array([1, 1])))) == pytest.approx(2e4, rel=1e-12)
+    assert float(s.forward(x, backend.asarray(np.array([0, 0])))) == 0.0
+    onehot = backend.asarray(np.array([[0.0, 1.0], [0.0, 1.0]]))
+    assert float(s.forward(x, onehot)) == pytest.approx(2e4, rel=1e-12)
+
+
+def test_backward_before_forward_says_so(backend):
+    W = backend.asarray(np.ones((2, 2, 3, 3)))
+    for layer, dout in ((L.Relu(), (2, 2)), (L.Affine(backend.asarray(np.ones((2, 2))), None), (2, 2)),
+                        (L.Convolution(W, None), (1, 2, 1, 1)), (L.Pooling(2, 2), (1, 1, 1, 1)),
+                        (L.Dropout(0.5), (2, 2)), (L.Sigmoid(), (2, 2)), (L.Flatten(), (2, 2)),
+                        (L.SoftmaxWithLoss(), None)):
+        with pytest.raises(RuntimeError, match="%s.backward: call forward first" % layer.name):
+            layer.backward(backend.asarray(np.ones(dout)) if dout else 1)
+
+
+def test_layer_arguments_are_not_coerced():
+    W = np.ones((2, 1, 3, 3))
+    for bad in (1.5, True, None, "2", (1, 2, 3)):
+        with pytest.raises((TypeError, ValueError), match="Convolution stride"):
+            L.Convolution(W, None, stride=bad)
+    with pytest.raises(TypeError, match=r"Pooling window \(pool_h, pool_w\) must be an int"):
+        L.Pooling(2.7, 2)
+    with pytest.raises(TypeError, match=r"Pooling window .* got \(None, 2\)"):
+        L.Pooling(None, 2)
+    with pytest.raises(TypeError, match="Pooling stride"):
+        L.Pooling(2, 2, stride=True)
+    conv = L.Convolution(W, None, stride=np.int64(2))           # integer scalars are fine
+    assert conv.stride == (2, 2)

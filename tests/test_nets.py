@@ -15,9 +15,11 @@ def grad_error(numeric, analytic, floor=1e-12):
     return float(np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), floor))
 
 
-# Every loss ends in SoftmaxWithLoss, whose 1e-7 inside the log the analytic gradient
-# ignores: relative errors of a few 1e-7 are expected, 1e-5 is the bound.
-RTOL = 1e-5
+# Float64 central differences against backprop. SoftmaxWithLoss computes its loss from
+# log-softmax, so loss and gradient agree exactly; the worst error seen over the nets and
+# backends was 1.1e-8 (MultiLayerNetExtend with BatchNorm and dropout on torch-cpu), and
+# 1e-9 to 1e-10 elsewhere. (With the book's -log(p + 1e-7) it was 2e-7 to 3e-6.)
+RTOL = 3e-8
 # Biases feeding a BatchNorm have true gradient 0: both sides must be ~0 instead.
 ATOL_ZERO = 1e-8
 
@@ -38,8 +40,8 @@ def randomize_biases(net, rng):
 
 
 def check_probabilities(net, x, t, reseed=None):
-    """The loss's log(p + 1e-7) makes backprop differ by ~1e-7/p: keep p of the true class
-    above 0.02 so the RTOL bound holds."""
+    """Keep p of the true class above 0.02: a gradient check of a saturated softmax checks
+    little."""
     if reseed is not None:
         xpnet.seed(reseed)
     y = xpnet.asnumpy(net.predict(x, train_flg=True)).astype(np.float64)
@@ -391,7 +393,24 @@ def test_net_input_and_label_errors(backend):
     with pytest.raises(ValueError, match="MultiLayerNet.loss: 2 samples but 3 labels"):
         net.loss(np.zeros((2, 6)), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(2,\)"):
-        net.loss(np.zeros((2, 6)), np.array([[0], [1]]))
+        net.loss(np.zeros((2, 6)), np.array([[0, 1], [1, 0]]))
+    for labels in ([0, 3], [-1, 0], backend.asarray(np.array([0, 7]))):
+        with pytest.raises(ValueError, match=r"SoftmaxWithLoss: label -?\d at index \d is outside "
+                                             r"\[0, 3\) \(3 classes\)"):
+            net.loss(np.zeros((2, 6)), labels)
+        with pytest.raises(ValueError, match=r"accuracy: label -?\d at index \d is outside"):
+            net.accuracy(np.zeros((2, 6)), labels)
+    for bad in (np.array(["1.0", "2.0"]), np.zeros((2, 6), complex), np.zeros((2, 6), bool),
+                np.array([None, None])):
+        with pytest.raises(TypeError, match="MultiLayerNet: input must hold real numbers"):
+            net.predict(bad)
+    with pytest.raises(ValueError, match=r"MultiLayerNet: input must be a non-empty batch, got "
+                                         r"shape \(0, 6\)"):
+        net.predict(np.zeros((0, 6)))
+    for bs in (0, -5, 2.5):
+        with pytest.raises((ValueError, TypeError), match="accuracy: batch_size must be a "
+                                                          "positive int"):
+            net.accuracy(np.zeros((2, 6)), [0, 1], batch_size=bs)
     conv, _ = NETS["SimpleConvNet"](backend.device, "float32")
     with pytest.raises(ValueError, match=r"Convolution: expected a 4-D input, got shape \(2, 64\)"):
         conv.predict(np.zeros((2, 64)))
@@ -424,7 +443,7 @@ def test_constructor_errors():
         xpnet.SimpleConvNet((1, 8, 8), {"stride": -1, "filter_size": 3}, device="cpu")
     with pytest.raises(ValueError, match="window 5 is larger than the padded input 4"):
         xpnet.SimpleConvNet((1, 4, 4), device="cpu")
-    with pytest.raises(ValueError, match=r"dropout_ratio must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"dropout_ratio must be a number in \[0, 1\)"):
         xpnet.MultiLayerNetExtend(4, [3], 2, use_dropout=True, dropout_ratio=1.0, device="cpu")
     with pytest.raises(ValueError, match="unknown network type 'ResNet'"):
         xpnet.build_net({"type": "ResNet"})
@@ -448,3 +467,42 @@ def test_build_net_from_config_rebuilds_the_same_net(name):
         assert again.params[k].shape == net.params[k].shape, k
         assert again.params[k].dtype == net.params[k].dtype, k
     assert again.config == net.config
+
+
+@pytest.mark.parametrize("name", ["SimpleConvNet", "DeepConvNet"])
+def test_predict_from_several_threads_equals_serial(name):
+    """Layers keep caches and column buffers: one net used by several threads at once must
+    still give each caller its own answer (the net's passes take turns)."""
+    import threading
+    conv = {"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1}
+    net = (xpnet.SimpleConvNet((1, 12, 12), conv, hidden_size=8, output_size=5, seed=0)
+           if name == "SimpleConvNet" else
+           xpnet.DeepConvNet((1, 12, 12), *[conv] * 6, hidden_size=8, output_size=5, seed=0))
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((n, 1, 12, 12)).astype(np.float32) for n in (3, 8, 5, 8)]
+    serial = [xpnet.asnumpy(net.predict(b)).copy() for b in batches]
+    got = {}
+
+    def work(k):
+        for r in range(25):
+            i = (k + r) % len(batches)
+            got.setdefault((k, r), (i, xpnet.asnumpy(net.predict(batches[i])).copy()))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 100
+    for i, y in got.values():
+        np.testing.assert_array_equal(y, serial[i])
+
+
+def test_a_net_can_be_deep_copied():
+    import copy
+    net = xpnet.TwoLayerNet(4, 3, 2, seed=0)
+    twin = copy.deepcopy(net)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(twin.predict(x), net.predict(x))
+    twin.params["W1"][...] = 0
+    assert float(np.abs(net.params["W1"]).sum()) > 0

@@ -241,7 +241,7 @@ def test_update_errors(backend):
 
 @pytest.mark.parametrize("lr", [0, -0.1, float("nan"), float("inf")])
 def test_bad_learning_rate(lr):
-    with pytest.raises(ValueError, match="Adam: lr must be a positive finite number, got"):
+    with pytest.raises(ValueError, match="Adam: lr must be a positive number, got"):
         O.Adam(lr=lr)
 
 
@@ -254,7 +254,7 @@ def test_learning_rate_must_be_a_number(lr):
 @pytest.mark.parametrize("cls,hyper", [(O.AdaGrad, "eps"), (O.RMSprop, "eps"), (O.Adam, "eps"),
                                        (O.AdamW, "eps")])
 def test_eps_must_be_positive(cls, hyper):
-    with pytest.raises(ValueError, match="%s: %s must be a positive finite number, got 0.0"
+    with pytest.raises(ValueError, match="%s: %s must be a positive number, got 0.0"
                        % (cls.__name__, hyper)):
         cls(**{hyper: 0.0})
 

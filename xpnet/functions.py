@@ -11,7 +11,7 @@ from . import backend
 __all__ = [
     "step_function", "identity_function", "sigmoid", "sigmoid_grad", "tanh", "relu",
     "relu_grad", "softmax", "log_softmax", "cross_entropy_error", "mean_squared_error",
-    "sum_squared_error", "one_hot",
+    "sum_squared_error", "one_hot", "check_labels",
 ]
 
 
@@ -72,11 +72,42 @@ def log_softmax(x, axis=-1):
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
+def check_labels(t, num_classes, what="labels"):
+    """Raise a ValueError naming the first integer label outside ``[0, num_classes)``.
+
+    Checked where reading the labels is free (host memory); labels already on a GPU are
+    not read back (that would wait for the GPU each step): the Trainer checks its data
+    once, up front."""
+    if not backend.on_host(t) or t.ndim == 0 or t.shape[0] == 0:
+        return t
+    xp = backend.namespace(t)
+    bad = (t < 0) | (t >= num_classes)
+    if bool(xp.any(bad)):
+        i = int(xp.argmax(xp.astype(bad, xp.int8)))
+        idx = tuple(int(v) for v in _unravel(i, t.shape))
+        raise ValueError("%s: label %s at index %s is outside [0, %d) (%d classes)"
+                         % (what, int(t[idx]), idx[0] if len(idx) == 1 else idx,
+                            num_classes, num_classes))
+    return t
+
+
+def _unravel(i, shape):
+    out = []
+    for n in reversed(shape):
+        out.append(i % n)
+        i //= n
+    return tuple(reversed(out))
+
+
 def one_hot(t, num_classes, dtype=None):
     """(N,) integer labels -> (N, num_classes) one-hot, built by comparison (no fancy setitem)."""
     if not backend.is_array(t):
         t = backend.asnumpy(t)
     xp = backend.namespace(t)
+    if not xp.isdtype(t.dtype, "integral"):
+        raise TypeError("one_hot: labels must be integers, got dtype %s"
+                        % backend.dtype_name(t.dtype))
+    check_labels(t, num_classes, "one_hot")
     classes = xp.arange(num_classes, device=backend.placement(t))
     return xp.astype(xp.astype(t, xp.int64)[..., None] == classes, dtype or xp.float32)
 
@@ -111,7 +142,7 @@ def cross_entropy_error(y, t, eps=1e-7):
         t = backend.asnumpy(t) if not backend.is_array(t) else t
         t = backend.namespace(t).reshape(t, (1, -1) if t.ndim == 1 and t.shape[0] == y.shape[1]
                                          else (1,))
-    lab = xp.astype(_labels(y, t), xp.int64)
+    lab = xp.astype(check_labels(_labels(y, t), y.shape[-1], "cross_entropy_error"), xp.int64)
     p = xp.take_along_axis(y, lab[..., None], axis=-1)[..., 0]
     return -xp.sum(xp.log(p + eps)) / math.prod(p.shape)
 

@@ -15,6 +15,7 @@ import math
 from . import backend
 from . import functions as F
 from .backend.geometry import conv_output_size, pair
+from .validate import fraction, positive_float
 
 __all__ = [
     "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
@@ -69,7 +70,7 @@ class Layer:
 
     def _clear_cache(self):
         for k in [k for k in vars(self) if k.startswith("_c_")]:
-            setattr(self, k, None)
+            delattr(self, k)
         if hasattr(self, "_workspace"):
             self._workspace = {}
 
@@ -135,10 +136,7 @@ class LeakyRelu(Layer):
 
     def __init__(self, alpha=0.01):
         super().__init__()
-        a = float(alpha)
-        if not 0.0 <= a < 1.0:
-            raise ValueError("LeakyRelu: alpha must be in [0, 1), got %r" % (alpha,))
-        self.alpha = a
+        self.alpha = fraction(alpha, "LeakyRelu: alpha")
 
     def forward(self, x, train_flg=False):
         xp = self._check_input(x)
@@ -240,29 +238,39 @@ def _on_device_of(t, x):
 
 
 class SoftmaxWithLoss(Layer):
-    """Softmax + mean cross-entropy. `t`: integer labels (N,), or targets of shape (N, C):
-    one-hot or soft (rows of class probabilities), any numeric dtype."""
+    """Softmax + mean cross-entropy. `t`: integer labels (N,) (or (N, 1), as in the book's
+    scripts), or targets of shape (N, C): one-hot or soft (rows of class probabilities),
+    any numeric dtype.
+
+    The loss is computed from log-softmax (log-sum-exp), so it is exact where the book's
+    ``-log(softmax + 1e-7)`` is not, and backward is its exact gradient. The book's form
+    stays in `functions.cross_entropy_error`, which takes probabilities."""
 
     def forward(self, x, t):
         xp = self._check_input(x, ndim=2, what="scores")
-        t = _on_device_of(t, x)
-        if tuple(t.shape) == tuple(x.shape) and xp.isdtype(t.dtype, ("numeric", "bool")):
-            t = xp.astype(t, x.dtype)
-        elif xp.isdtype(t.dtype, "integral") and tuple(t.shape) == (x.shape[0],):
-            t = xp.astype(t, xp.int64)
+        if not backend.is_array(t):
+            t = backend.asnumpy(t)
+        n, classes = x.shape
+        if t.ndim == 2 and tuple(t.shape) == (n, 1) and classes != 1 and \
+                backend.namespace(t).isdtype(t.dtype, "integral"):
+            t = backend.namespace(t).reshape(t, (n,))          # the book's (N, 1) labels
+        tx = backend.namespace(t)
+        if tuple(t.shape) == tuple(x.shape) and tx.isdtype(t.dtype, ("numeric", "bool")):
+            t = xp.astype(_on_device_of(t, x), x.dtype)
+        elif tx.isdtype(t.dtype, "integral") and tuple(t.shape) == (n,):
+            F.check_labels(t, classes, "SoftmaxWithLoss")
+            t = xp.astype(_on_device_of(t, x), xp.int64)
         else:
             raise ValueError("SoftmaxWithLoss: labels must be integer class indices of shape (%d,) "
                              "or one-hot/soft targets of shape %s, got dtype %s shape %s"
-                             % (x.shape[0], tuple(x.shape), backend.dtype_name(t.dtype),
-                                tuple(t.shape)))
+                             % (n, tuple(x.shape), backend.dtype_name(t.dtype), tuple(t.shape)))
         self._c_t = t
-        self._c_y = y = F.softmax(x)
-        n = x.shape[0]
+        logp = F.log_softmax(x)
+        self._c_y = xp.exp(logp)
         if t.ndim == 2:
-            self.loss = -xp.sum(t * xp.log(y + 1e-7)) / n
+            self.loss = -xp.sum(t * logp) / n
         else:
-            p = xp.take_along_axis(y, t[:, None], axis=1)
-            self.loss = -xp.sum(xp.log(p + 1e-7)) / n
+            self.loss = -xp.sum(xp.take_along_axis(logp, t[:, None], axis=1)) / n
         return self.loss
 
     def backward(self, dout=1):
@@ -420,10 +428,7 @@ class Dropout(Layer):
 
     def __init__(self, dropout_ratio=0.5):
         super().__init__()
-        r = float(dropout_ratio)
-        if not 0.0 <= r < 1.0:
-            raise ValueError("Dropout: dropout_ratio must be in [0, 1), got %r" % (dropout_ratio,))
-        self.dropout_ratio = r
+        self.dropout_ratio = fraction(dropout_ratio, "Dropout: dropout_ratio")
 
     def forward(self, x, train_flg=True):
         xp = self._check_input(x)
@@ -437,7 +442,10 @@ class Dropout(Layer):
         return x * mask
 
     def backward(self, dout):
-        if self._c_mask is None:
+        if not hasattr(self, "_c_mask"):
+            raise RuntimeError("Dropout.backward: call forward first (nothing is kept from a "
+                               "forward pass)")
+        if self._c_mask is None:           # evaluation mode, or ratio 0: the identity
             return dout
         self._check_dout(dout, self._c_mask.shape)
         return dout * self._c_mask
@@ -462,8 +470,8 @@ class BatchNormalization(Layer):
         if gamma.ndim != 1 or tuple(gamma.shape) != tuple(beta.shape):
             raise ValueError("BatchNormalization: gamma and beta must be 1-D of equal shape, got "
                              "%s and %s" % (tuple(gamma.shape), tuple(beta.shape)))
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError("BatchNormalization: momentum must be in [0, 1], got %r" % (momentum,))
+        momentum = fraction(momentum, "BatchNormalization: momentum", closed=True)
+        eps = positive_float(eps, "BatchNormalization: eps")
         xp = backend.namespace(gamma)
         self.params = {"gamma": gamma, "beta": beta}
         self.grads = {"gamma": None, "beta": None}

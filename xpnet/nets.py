@@ -7,8 +7,10 @@ grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 import contextlib
 import math
 import os
+import threading
 
 from . import backend
+from . import functions as F
 from . import layers as L
 from .backend import asnumpy, current_device, device_of, get_device, to_device
 from .gradient_check import numerical_gradient as _numerical_gradient
@@ -127,6 +129,18 @@ class Sequential:
         self.config = getattr(self, "config", None) or {}
         self._index_params()
         self.last_loss = None
+        # Layers keep what a pass needs (caches, column buffers) in themselves, so two
+        # passes through one net at once would mix them: the net's passes take turns.
+        self._pass_lock = threading.RLock()
+
+    def __getstate__(self):              # copy.deepcopy(net): a lock can't be copied
+        state = dict(self.__dict__)
+        state.pop("_pass_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pass_lock = threading.RLock()
 
     # -- naming
     def _index_params(self):
@@ -206,6 +220,9 @@ class Sequential:
         if not backend.is_numeric(x):
             raise TypeError("%s: input must hold real numbers (integers or floats), got dtype %s"
                             % (type(self).__name__, backend.dtype_name(x.dtype)))
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError("%s: input must be a non-empty batch, got shape %s"
+                             % (type(self).__name__, tuple(x.shape)))
         x = to_device(x, device_of(p))
         if x.dtype != p.dtype:
             x = backend.namespace(x).astype(x, p.dtype)
@@ -221,7 +238,7 @@ class Sequential:
         the provider's pass scope (conv/pool nets and GEMM-only nets want different
         CPU threading)."""
         heavy = any(layer.cpu_threaded for layer in self.layers)
-        with backend.using_device(self.device):
+        with self._pass_lock, backend.using_device(self.device):
             with backend.provider(next(iter(self.params.values()))).pass_scope(heavy):
                 yield
 
@@ -277,6 +294,8 @@ class Sequential:
             tt = self._prepare_t(t[i:e, ...])
             if tt.ndim != 1:
                 tt = xp.argmax(tt, axis=1)
+            else:
+                F.check_labels(tt, y.shape[1], "accuracy")
             correct = correct + xp.sum(xp.astype(xp.argmax(y, axis=1) == tt, xp.int64))
         return float(correct) / n
 

@@ -10,30 +10,25 @@ import math
 
 from . import backend
 from .backend import asnumpy, device_of, to_device
+from .validate import fraction, positive_float
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW",
            "get_optimizer", "OPTIMIZERS", "RULES"]
 
 
 def _number(opt, name, v):
-    if isinstance(v, (bool, str)) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+    if isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float)) \
+            and not hasattr(v, "__float__"):
         raise TypeError("%s: %s must be a number, got %r" % (type(opt).__name__, name, v))
     return float(v)
 
 
 def _positive(opt, name, v):
-    f = _number(opt, name, v)
-    if not (f > 0 and math.isfinite(f)):
-        raise ValueError("%s: %s must be a positive finite number, got %r"
-                         % (type(opt).__name__, name, v))
-    return f
+    return positive_float(_number(opt, name, v), "%s: %s" % (type(opt).__name__, name))
 
 
 def _unit(opt, name, v):
-    f = _number(opt, name, v)
-    if not 0.0 <= f < 1.0:
-        raise ValueError("%s: %s must be in [0, 1), got %r" % (type(opt).__name__, name, v))
-    return f
+    return fraction(_number(opt, name, v), "%s: %s" % (type(opt).__name__, name))
 
 
 def _copy(a):

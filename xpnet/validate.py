@@ -16,7 +16,8 @@ import argparse
 import math
 import operator
 
-__all__ = ["positive_int", "positive_float", "parse_int", "parse_float", "arg_type"]
+__all__ = ["positive_int", "positive_float", "fraction", "parse_int", "parse_float",
+           "arg_type"]
 
 
 def _error(kind, what, rule, got):
@@ -59,6 +60,21 @@ def positive_float(v, what, allow_zero=False):
     except (TypeError, ValueError):
         raise _error(TypeError, what, rule, v) from None
     if not (math.isfinite(f) and (f >= 0 if allow_zero else f > 0)):
+        raise _error(ValueError, what, rule, v)
+    return f
+
+
+def fraction(v, what, closed=False):
+    """`v` as a float in [0, 1) ([0, 1] with `closed`): dropout ratios, momenta, betas.
+    TypeError for bools, text and non-numbers; ValueError for NaN and values outside."""
+    rule = "a number in [0, 1]" if closed else "a number in [0, 1)"
+    if isinstance(v, (bool, str, bytes)):
+        raise _error(TypeError, what, rule, v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise _error(TypeError, what, rule, v) from None
+    if not (0.0 <= f <= 1.0 if closed else 0.0 <= f < 1.0):
         raise _error(ValueError, what, rule, v)
     return f
 

@@ -14,7 +14,7 @@ No layer, net, optimizer or trainer imports an array library or branches on one.
 """
 from . import cuda_kernels, numpy_fast, reference
 from .arrays import (asnumpy, device_of, dtype_name, get_array_module, host_zeros, is_array,
-                     is_floating, is_numeric, kind_of, namespace, native_device, placement, synchronize, to_device)
+                     is_floating, is_numeric, kind_of, on_host, namespace, native_device, placement, synchronize, to_device)
 from .devices import (CPU, DEVICE_HELP, Device, DeviceError, current_device, get_device,
                       gpu_available, load_library, set_device, using_device)
 from .rng import host_rng, new_host_rng, seed, uniform
@@ -23,7 +23,7 @@ __all__ = [
     "Device", "DeviceError", "CPU", "DEVICE_HELP", "get_device", "set_device", "using_device",
     "current_device", "gpu_available", "load_library", "namespace", "get_array_module",
     "kind_of", "device_of", "is_array", "asnumpy", "to_device", "synchronize", "dtype_name",
-    "is_floating", "is_numeric", "native_device", "placement", "host_zeros", "seed", "host_rng",
+    "is_floating", "is_numeric", "on_host", "native_device", "placement", "host_zeros", "seed", "host_rng",
     "new_host_rng", "uniform", "provider",
 ]
 

@@ -12,7 +12,7 @@ from .devices import CPU, Device, _parse, load_library
 
 __all__ = ["namespace", "get_array_module", "kind_of", "device_of", "is_array", "asnumpy",
            "to_device", "synchronize", "dtype_name", "is_floating", "is_numeric", "native_device", "placement",
-           "host_zeros"]
+           "host_zeros", "on_host"]
 
 
 _KINDS = {numpy.ndarray: "numpy"}      # array type -> library (cached: asked every layer call)
@@ -202,3 +202,9 @@ def is_numeric(x):
 def host_zeros(shape, dtype="float64"):
     """A host NumPy array of zeros (for building parameters before they are moved)."""
     return numpy.zeros(shape, dtype=dtype)
+
+
+def on_host(x):
+    """True when `x`'s memory is the host's (NumPy, torch on the CPU, array_api_strict):
+    reading its values costs no device synchronisation."""
+    return not is_array(x) or device_of(x).type == "cpu"
