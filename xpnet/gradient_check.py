@@ -6,18 +6,31 @@ differences along a few random directions (Chainer's method, O(1)
 evaluations), which is what makes gradient checks cheap on a GPU.
 """
 import itertools
+import warnings
 
 from . import backend
 from .backend import asnumpy, device_of, host_rng, new_host_rng, to_device
 
-__all__ = ["numerical_gradient", "directional_check", "relative_error"]
+__all__ = ["numerical_gradient", "directional_check", "relative_error", "PrecisionWarning"]
+
+
+class PrecisionWarning(UserWarning):
+    """A numerical gradient taken in a precision too low to check backprop with."""
 
 
 def numerical_gradient(f, x, h=1e-4):
     """Central differences of the scalar ``f(x)`` w.r.t. every element of `x`.
 
     `x` is perturbed in place and restored, one element at a time (by index, so any
-    array library works). Returns an array like `x`, on its device."""
+    array library works). Returns an array like `x`, on its device.
+
+    In float32 the differences carry rounding noise of about 1e-4 relative, so a
+    correct backprop looks wrong: check gradients in float64 (``dtype="float64"``)."""
+    if backend.dtype_name(x.dtype) in ("float32", "float16"):
+        warnings.warn("numerical_gradient in %s: expect differences of 1e-4..1e-3 from backprop "
+                      "even when it is right; build the net with dtype='float64' for a gradient "
+                      "check (the book's own check runs in float64)"
+                      % backend.dtype_name(x.dtype), PrecisionWarning, stacklevel=2)
     grad = backend.host_zeros(tuple(x.shape))
     for idx in itertools.product(*(range(n) for n in x.shape)):
         old = float(x[idx])          # a number: an element of a tensor may be a view

@@ -11,6 +11,7 @@ and never asks which one it is running on. It keeps the input's dtype and never
 writes into its input or into the incoming gradient.
 """
 import math
+import warnings
 
 from . import backend
 from . import functions as F
@@ -18,10 +19,14 @@ from .backend.geometry import conv_output_size, pair
 from .validate import fraction, positive_float
 
 __all__ = [
-    "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
+    "DtypeWarning", "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
     "IdentityWithLoss", "Convolution", "Pooling", "AvgPooling", "Dropout",
     "BatchNormalization", "Flatten",
 ]
+
+
+class DtypeWarning(UserWarning):
+    """An input was cast to its layer's parameter dtype."""
 
 
 def _param_property(key, grad=False):
@@ -96,15 +101,24 @@ class Layer:
                 raise ValueError("%s: %s is on %s but the parameters are on %s; move one with "
                                  "xpnet.to_device(...)" % (self.name, what, backend.device_of(x),
                                                            backend.device_of(p)))
-            if p.dtype != x.dtype:
-                pd = backend.dtype_name(p.dtype)
-                raise TypeError("%s: %s has dtype %s but the parameters are %s; cast the input "
-                                "to %s" % (self.name, what, backend.dtype_name(x.dtype), pd, pd))
         ndims = ndim if isinstance(ndim, tuple) else (ndim,)
         if ndim is not None and x.ndim not in ndims:
             raise ValueError("%s: expected a %s-D %s, got shape %s"
                              % (self.name, " or ".join(map(str, ndims)), what, tuple(x.shape)))
         return backend.namespace(x)
+
+    def _match_dtype(self, x):
+        """`x` in the parameters' dtype. The book's classes make float64 parameters and
+        its loaders float32 data, which NumPy mixes silently: here the input is cast,
+        with a warning (once per call site) so the mix doesn't go unseen."""
+        p = next((v for v in self.params.values() if v is not None), None)
+        if p is None or p.dtype == x.dtype:
+            return x
+        pd, xd = backend.dtype_name(p.dtype), backend.dtype_name(x.dtype)
+        warnings.warn("%s: input has dtype %s but the parameters are %s; the input is cast to "
+                      "%s (make both one dtype to avoid the copy)" % (self.name, xd, pd, pd),
+                      DtypeWarning, stacklevel=3)
+        return backend.namespace(x).astype(x, p.dtype)
 
     def _check_dout(self, dout, expected_shape):
         if tuple(dout.shape) != tuple(expected_shape):
@@ -209,6 +223,7 @@ class Affine(Layer):
         xp = self._check_input(x)
         if x.ndim < 1:
             raise ValueError("Affine: input must have a batch axis, got a scalar")
+        x = self._match_dtype(x)
         W = self.params["W"]
         x2 = x if x.ndim == 2 else xp.reshape(x, (x.shape[0], -1))
         if x2.shape[1] != W.shape[0]:
@@ -338,6 +353,7 @@ class Convolution(Layer):
 
     def forward(self, x, train_flg=False):
         self._check_input(x, ndim=4)
+        x = self._match_dtype(x)
         W = self.params["W"]
         if x.shape[1] != W.shape[1]:
             raise ValueError("Convolution: input has %d channels (shape %s), W expects %d"
@@ -499,6 +515,7 @@ class BatchNormalization(Layer):
 
     def forward(self, x, train_flg=True):
         xp = self._check_input(x)
+        x = self._match_dtype(x)
         axes, bshape = self._axes(x)
         g = xp.reshape(self.params["gamma"], bshape)
         b = xp.reshape(self.params["beta"], bshape)

@@ -1,0 +1,103 @@
+"""The book's own scripts' patterns on xpnet: its float64 classes fed by xpnet's float32
+loaders, (N, 1) labels, numerical gradients, the helpers of common/util.py, and the
+star-imports its scripts rely on. The classes here are written for these tests in the
+book's style (plain NumPy, ``np.random.randn`` weights), not copied from it."""
+import warnings
+
+import numpy as np
+import pytest
+
+import xpnet
+import xpnet.datasets
+from xpnet import layers as L
+from xpnet.gradient_check import PrecisionWarning, numerical_gradient
+
+
+class BookStyleTwoLayerNet:
+    """Chapter 5's shape: an OrderedDict-like list of xpnet layers over float64 params."""
+
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01):
+        rng = np.random.default_rng(0)
+        self.params = {"W1": weight_init_std * rng.standard_normal((input_size, hidden_size)),
+                       "b1": np.zeros(hidden_size),
+                       "W2": weight_init_std * rng.standard_normal((hidden_size, output_size)),
+                       "b2": np.zeros(output_size)}
+        self.layers = [L.Affine(self.params["W1"], self.params["b1"]), L.Relu(),
+                       L.Affine(self.params["W2"], self.params["b2"])]
+        self.last_layer = L.SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.last_layer.forward(self.predict(x), t)
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return {"W1": self.layers[0].dW, "b1": self.layers[0].db,
+                "W2": self.layers[2].dW, "b2": self.layers[2].db}
+
+
+def test_book_float64_class_runs_on_float32_data_with_one_warning():
+    (x, t), _ = xpnet.datasets.load_mnist_sample(normalize=True, flatten=True)
+    assert x.dtype == np.float32
+    net = BookStyleTwoLayerNet(784, 20, 10)
+    with pytest.warns(L.DtypeWarning, match="cast to float64"):
+        grads = net.gradient(x[:50], t[:50])
+    assert grads["W1"].dtype == np.float64
+    xpnet.Adam(lr=0.01).update(net.params, grads)       # the book's params dict, updated in place
+    assert net.layers[0].W is net.params["W1"]
+
+
+def test_book_labels_of_shape_n_by_1():
+    """ch07/gradient_check.py makes labels with ``np.array([1]).reshape(1, 1)``."""
+    s = L.SoftmaxWithLoss()
+    x = np.array([[0.2, 1.5, -0.3]])
+    assert float(s.forward(x, np.array([[1]]))) == pytest.approx(float(s.forward(x, np.array([1]))))
+
+
+def test_numerical_gradient_warns_in_float32_and_says_how_to_fix():
+    net = xpnet.TwoLayerNet(4, 3, 2, seed=0)
+    x = np.ones((2, 4), np.float32)
+    with pytest.warns(PrecisionWarning, match="dtype='float64'"):
+        net.numerical_gradient(x, np.array([0, 1]))
+    net64 = xpnet.TwoLayerNet(4, 3, 2, seed=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = net64.numerical_gradient(x, np.array([0, 1]))
+    b = net64.gradient(x, np.array([0, 1]))
+    for k in g:
+        np.testing.assert_allclose(g[k], b[k], rtol=1e-6, atol=1e-9)
+    with pytest.warns(PrecisionWarning):
+        numerical_gradient(lambda a: float((a * a).sum()), np.ones(3, np.float32))
+
+
+def test_common_util_helpers():
+    from xpnet.util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curve
+    y = smooth_curve(np.r_[np.zeros(20), np.ones(20)])
+    assert y.shape == (40,) and 0 < y[20] < 1 and y[0] == pytest.approx(0) and \
+        y[-1] == pytest.approx(1)
+    with pytest.raises(ValueError, match="smooth_curve: needs at least 11 values, got 3"):
+        smooth_curve([1.0, 2.0, 3.0])
+    x, t = np.arange(20).reshape(10, 2), np.arange(10)
+    xs, ts = shuffle_dataset(x, t, seed=1)
+    assert sorted(ts.tolist()) == list(range(10)) and (xs[:, 0] // 2 == ts).all()
+    assert not (ts == t).all()
+    col = im2col(np.ones((1, 1, 4, 4)), 3, 3)
+    assert col.shape == (4, 9) and conv_output_size(4, 3) == 2
+    assert col2im(col, (1, 1, 4, 4), 3, 3)[0, 0, 1, 1] == 4
+
+
+def test_star_imports_provide_what_the_book_uses():
+    names = {}
+    exec("from xpnet.optimizers import *\nfrom xpnet.layers import *\n"
+         "from xpnet.functions import *", names)
+    for want in ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Affine", "Relu",
+                 "Sigmoid", "SoftmaxWithLoss", "Convolution", "Pooling", "Dropout",
+                 "BatchNormalization", "softmax", "cross_entropy_error", "sigmoid"):
+        assert want in names, want
