@@ -101,3 +101,80 @@ def test_star_imports_provide_what_the_book_uses():
                  "Sigmoid", "SoftmaxWithLoss", "Convolution", "Pooling", "Dropout",
                  "BatchNormalization", "softmax", "cross_entropy_error", "sigmoid"):
         assert want in names, want
+
+
+# ---------------------------------------------------------------- the book's pickles
+
+def _book_pickle(tmp_path, obj, name="params.pkl", protocol=4):
+    import pickle
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+    return path
+
+
+def test_book_pickle_of_arrays_loads(tmp_path):
+    from xpnet.book_params import load_book_params
+    net = xpnet.SimpleConvNet((1, 8, 8), {"filter_num": 3, "filter_size": 3, "pad": 0,
+                                          "stride": 1}, hidden_size=5, output_size=4, seed=1,
+                              dtype="float64")
+    params = {k: np.array(v, copy=True) for k, v in net.params.items()}     # the book's dict
+    for protocol in (2, 4, 5):
+        got = load_book_params(_book_pickle(tmp_path, params, protocol=protocol))
+        assert set(got) == set(params)
+        for k in params:
+            assert got[k].dtype == params[k].dtype and got[k].tobytes() == params[k].tobytes()
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch %s" % _Boom.marker,))
+
+
+@pytest.mark.parametrize("payload", ["reduce", "nested", "object_array", "not_a_dict", "truncated"])
+def test_malicious_or_odd_pickles_are_refused_without_running_anything(tmp_path, payload):
+    import pickle
+    from xpnet.book_params import load_book_params
+    _Boom.marker = str(tmp_path / "ran")
+    objs = {"reduce": {"W1": _Boom()}, "nested": {"W1": [np.zeros(2), _Boom()]},
+            "object_array": {"W1": np.array([1, "a"], dtype=object)},
+            "not_a_dict": [np.zeros(2)], "truncated": None}
+    if payload == "truncated":
+        path = tmp_path / "t.pkl"
+        path.write_bytes(pickle.dumps({"W1": np.zeros(100)}, protocol=4)[:60])
+    else:
+        path = _book_pickle(tmp_path, objs[payload])
+    with pytest.raises(ValueError) as e:
+        load_book_params(path)
+    assert str(path) in str(e.value)
+    assert not (tmp_path / "ran").exists()
+    if payload in ("reduce", "nested"):
+        assert "refusing posix.system" in str(e.value) or "refusing os.system" in str(e.value)
+
+
+BOOK_FILE = "/work/bookfiles/deep_convnet_params.pkl"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(BOOK_FILE),
+                    reason="the book's deep_convnet_params.pkl is not on this machine")
+def test_the_books_deep_convnet_params_score_as_in_the_book():
+    from xpnet.book_params import fold_book_dropout, load_book_params
+    _, (xt, tt) = xpnet.datasets.load_mnist_sample(flatten=False)
+    net = xpnet.DeepConvNet()
+    net.load_state_dict(fold_book_dropout(net, load_book_params(BOOK_FILE)))
+    assert net.accuracy(xt, tt) == pytest.approx(0.982, abs=0.0005)
+
+
+def test_fold_book_dropout_reproduces_test_time_scaling():
+    """The book scales by (1 - ratio) at test time; folded weights give the same outputs."""
+    net = xpnet.DeepConvNet((1, 8, 8), *[{"filter_num": 2, "filter_size": 3, "pad": 1,
+                                          "stride": 1}] * 6, hidden_size=4, output_size=3,
+                            dropout_ratio=0.3, seed=0, dtype="float64")
+    from xpnet.book_params import fold_book_dropout
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    params = net.state_dict()
+    h = x
+    for layer in net.layers:                                  # the book's evaluation
+        h = h * 0.7 if isinstance(layer, L.Dropout) else layer.forward(h, False)
+    net.load_state_dict(fold_book_dropout(net, params))
+    np.testing.assert_allclose(net.predict(x), h, rtol=1e-12)

@@ -1,0 +1,130 @@
+"""The book's pickled parameter files (``deep_convnet_params.pkl``, ``params.pkl``), read
+without running pickle's code.
+
+The book saves a net's ``params`` dict with `pickle`. A pickle can call any function while it
+loads, so xpnet never hands one to `pickle.load` as it is: this module's unpickler resolves
+only the few names a pickled dict of NumPy arrays needs (the array and dtype rebuilders) and
+refuses every other global, before anything is called. What comes out is checked too: a
+dict of str -> real-number arrays, nothing else. Convert such a file once with
+``xpnet convert old.pkl new.npz``, and keep the ``.npz``.
+"""
+import io
+import os
+import pickle
+
+from . import backend
+
+__all__ = ["load_book_params", "is_pickle", "fold_book_dropout", "BOOK_PICKLE_MAX_BYTES"]
+
+BOOK_PICKLE_MAX_BYTES = 1 << 30     # the book's largest file is 3.5 MB
+
+np = backend.load_library("numpy")
+
+# (module, name) -> the callable used instead; anything else is refused.
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+
+
+def _rebuild_array(cls, shape, typecode):
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError("only plain NumPy arrays are accepted, not %r" % (cls,))
+    return np.ndarray.__new__(np.ndarray, shape, typecode)
+
+
+def _make_dtype(spec, align=False, copy=False):
+    dt = np.dtype(spec)
+    if dt.kind not in "biuf":
+        raise pickle.UnpicklingError("dtype %s is refused: only real numbers are loaded" % dt)
+    return dt
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    # protocol 2 writes bytes as _codecs.encode(text, 'latin1')
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("unexpected _codecs.encode(%r, %r)" % (type(text), encoding))
+    return text.encode("latin1")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _RECONSTRUCT:
+            return _rebuild_array
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return _make_dtype
+        raise pickle.UnpicklingError(
+            "refusing %s.%s: a parameter file may hold NumPy arrays, dicts, lists and numbers "
+            "only (this pickle would run code)" % (module, name))
+
+
+def is_pickle(path):
+    """True when the file starts like a pickle (protocol 2 or later)."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def load_book_params(path):
+    """``{name: host array}`` from a pickled dict of NumPy arrays, as the book writes them.
+    Anything else, and any file that would run code while loading, is a ValueError."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    if size > BOOK_PICKLE_MAX_BYTES:
+        raise ValueError("%s: %d bytes is more than a parameter pickle may be (%d)"
+                         % (path, size, BOOK_PICKLE_MAX_BYTES))
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        obj = _ArraysOnly(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as e:
+        raise ValueError("%s: %s" % (path, e)) from None
+    except Exception as e:        # truncated or malformed: never a traceback from pickle
+        raise ValueError("%s is not a readable parameter pickle (%s: %s)"
+                         % (path, type(e).__name__, e)) from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise ValueError("%s: expected a dict of name -> array, got %s" % (path, type(obj).__name__))
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, np.ndarray) or v.dtype.kind not in "biuf":
+            raise ValueError("%s: %r is %s, not an array of real numbers"
+                             % (path, k, type(v).__name__ if not isinstance(v, np.ndarray)
+                                else "an array of dtype %s" % v.dtype))
+        out[k] = v
+    return out
+
+
+def fold_book_dropout(net, arrays):
+    """The book's Dropout multiplies by ``1 - ratio`` at test time; xpnet's divides by it in
+    training and is the identity in evaluation. Parameters trained by the book's code are
+    made to give the book's outputs here by folding that factor into the next Affine's
+    weights (or, for a Dropout that ends the net, into the previous Affine's weight and bias).
+    Returns a new dict; `arrays` is not changed."""
+    out = dict(arrays)
+    names = {id(layer): local_names for layer, local_names in _weight_names(net)}
+    layers = list(net.layers)
+    for i, layer in enumerate(layers):
+        ratio = getattr(layer, "dropout_ratio", None)
+        if not ratio:
+            continue
+        keep = 1.0 - ratio
+        nxt = next((lay for lay in layers[i + 1:] if id(lay) in names), None)
+        if nxt is not None:
+            w = names[id(nxt)]["W"]
+            out[w] = out[w] * keep
+            continue
+        prev = next((lay for lay in reversed(layers[:i]) if id(lay) in names), None)
+        if prev is not None:
+            for local in ("W", "b"):
+                key = names[id(prev)].get(local)
+                if key in out:
+                    out[key] = out[key] * keep
+    return out
+
+
+def _weight_names(net):
+    """(layer, {local: net-level name}) for the layers with a weight ``W``."""
+    by_layer = {}
+    for name, (layer, local) in net._names.items():
+        by_layer.setdefault(id(layer), (layer, {}))[1][local] = name
+    return [v for v in by_layer.values() if "W" in v[1]]
