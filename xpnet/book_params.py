@@ -22,6 +22,7 @@ np = backend.load_library("numpy")
 
 # (module, name) -> the callable used instead; anything else is refused.
 _RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+_FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
 
 def _rebuild_array(cls, shape, typecode):
@@ -37,6 +38,12 @@ def _make_dtype(spec, align=False, copy=False):
     return dt
 
 
+def _from_buffer(buf, dtype, shape, order="C"):
+    # protocol 5 writes arrays as numpy's _frombuffer(bytes, dtype, shape, order)
+    dt = _make_dtype(dtype)
+    return np.frombuffer(bytes(buf), dtype=dt).reshape(shape, order=order).copy()
+
+
 def _latin1_bytes(text, encoding="latin1"):
     # protocol 2 writes bytes as _codecs.encode(text, 'latin1')
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -50,6 +57,8 @@ class _ArraysOnly(pickle.Unpickler):
             return _rebuild_array
         if (module, name) == ("_codecs", "encode"):
             return _latin1_bytes
+        if (module, name) in _FROMBUFFER:
+            return _from_buffer
         if module == "numpy" and name == "ndarray":
             return np.ndarray
         if module == "numpy" and name == "dtype":
