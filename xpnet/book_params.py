@@ -28,7 +28,9 @@ _FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_
 def _rebuild_array(cls, shape, typecode):
     if cls is not np.ndarray:
         raise pickle.UnpicklingError("only plain NumPy arrays are accepted, not %r" % (cls,))
-    return np.ndarray.__new__(np.ndarray, shape, typecode)
+    if tuple(shape) != (0,):     # NumPy pickles start empty; the data comes with its size
+        raise pickle.UnpicklingError("unexpected array shell of shape %r" % (shape,))
+    return np.ndarray.__new__(np.ndarray, (0,), typecode)
 
 
 def _make_dtype(spec, align=False, copy=False):
