@@ -52,7 +52,7 @@ def test_float64_gradients_equal_numpy(device):
             a = xpnet.asnumpy(g[k])
             # relative, with a floor for gradients that are zero in exact arithmetic (a
             # bias followed by BatchNorm)
-            err = np.abs(a - v).max() / max(np.abs(v).max(), 1e-6)
+            err = np.abs(a - v).max() / max(np.abs(v).max(), 1e-4)
             assert err <= 1e-10, (name, k, err)
         # and one optimizer step lands on the same parameters (Momentum, not Adam: Adam
         # turns the rounding noise of an exactly-zero gradient into a full step)
@@ -70,7 +70,8 @@ def test_layers_and_nets_never_branch_on_the_backend():
                          r"array_api_compat)\b|__name__\s*==\s*.(numpy|cupy)|is_gpu_array|"
                          r"_is_numpy|kind_of\(|\.library\s*==", re.M)
     core = ["layers.py", "nets.py", "optimizers.py", "functions.py", "conv.py",
-            "gradient_check.py"] + sorted(p.name for p in (PKG / "trainer").glob("*.py"))
+            "gradient_check.py", "explain.py"] + sorted(p.name for p in
+                                                        (PKG / "trainer").glob("*.py"))
     offenders = []
     for name in core:
         path = PKG / name if (PKG / name).exists() else PKG / "trainer" / name

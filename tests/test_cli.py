@@ -132,7 +132,7 @@ def test_plots_skipped_without_matplotlib(tmp_path, capsys, monkeypatch):
     (["train", "--epochs", "-1"], "argument --epochs: expected an int >= 0, got '-1'"),
     (["train", "--lr", "0"], "argument --lr: expected a positive number, got '0'"),
     (["train", "--batch-size", "x"], "argument --batch-size: expected a positive int, got 'x'"),
-    (["frobnicate"], "'train', 'eval', 'info', 'bench'"),
+    (["frobnicate"], "invalid choice: 'frobnicate' (choose from 'train', 'eval', "),
     ([], "required: COMMAND"),
 ])
 def test_bad_arguments_exit_2_listing_valid_values(argv, valid, capsys):
@@ -349,3 +349,196 @@ def test_import_xpnet_does_not_import_matplotlib():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+# ---------------------------------------------------------------- one line, no traceback (issue 10)
+
+def one_line_error(code, err, *needles):
+    assert code == 1, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert str(n) in err, err
+
+
+def test_out_that_is_a_file_or_unwritable(tmp_path, capsys):
+    f = tmp_path / "some_file"
+    f.write_text("x")
+    code, _, err = train_tiny(f, capsys, "--model", "two_layer")
+    one_line_error(code, err, "xpnet train: error: --out %s exists and is not a directory" % f)
+    code, _, err = train_tiny(f / "sub", capsys, "--model", "two_layer")
+    one_line_error(code, err, "--out %s can't be created: Not a directory" % (f / "sub"))
+    assert f.read_text() == "x"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, _, err = train_tiny(ro, capsys, "--model", "two_layer")
+        one_line_error(code, err, "--out %s is not writable" % ro, "Permission denied")
+        code, _, err = train_tiny(ro / "new", capsys, "--model", "two_layer")
+        one_line_error(code, err, "--out %s can't be created: Permission denied" % (ro / "new"))
+    finally:
+        ro.chmod(0o755)
+
+
+def _hold_out_in_child(folder):
+    root = ROOT
+    code = ("import sys, time; from xpnet.trainer.folder import FolderLock; "
+            "lock = FolderLock(sys.argv[1], '--out').acquire(); print('locked', flush=True); "
+            "time.sleep(120)")
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder), "train", "--out", "x"],
+                         stdout=subprocess.PIPE, env=env, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs fcntl")
+def test_two_trains_into_one_out_the_second_is_refused(tmp_path, capsys):
+    import signal
+    import socket
+    out = tmp_path / "run"
+    child = _hold_out_in_child(out)
+    try:
+        code, _, err = train_tiny(out, capsys, "--model", "two_layer")
+        one_line_error(code, err, "--out %s is in use by process %d on %s, started "
+                       % (out, child.pid, socket.gethostname()), "-c %s train --out x" % out)
+        assert sorted(os.listdir(out)) == [".xpnet.lock"]      # nothing written
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    (out / ".params.npz.k1ll3d_9.tmp").write_bytes(b"left by kill -9")
+    (out / ".history.json.abcdefgh.tmp").write_bytes(b"left by kill -9")
+    code, _, err = train_tiny(out, capsys, "--model", "two_layer")
+    assert code == 0, err
+    assert not list(out.glob(".*.tmp"))             # stale temporaries cleaned up
+    assert (out / "params.npz").exists()
+    assert (out / ".xpnet.lock").read_bytes() == b""     # released at the end
+
+
+def test_eval_of_a_directory_a_missing_link_and_a_symlink_loop(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("a_directory.npz")
+    code, _, err = run(["eval", "a_directory.npz"], capsys)
+    one_line_error(code, err, "a_directory.npz is a directory, not a parameter file")
+    os.mkdir("run")
+    xpnet.TwoLayerNet(784, 10, 10).save_params("run/params")
+    code, _, err = run(["eval", "run"], capsys)
+    one_line_error(code, err, "run is a directory", "did you mean run/params.npz?")
+    os.symlink("loop.npz", "loop.npz")
+    code, _, err = run(["eval", "loop.npz"], capsys)
+    one_line_error(code, err, "loop.npz can't be read: Too many levels of symbolic links")
+    assert "loop.npz.npz" not in err
+    os.symlink("gone.npz", "dangling.npz")
+    code, _, err = run(["eval", "dangling.npz"], capsys)
+    one_line_error(code, err, "dangling.npz is a symbolic link to gone.npz, which does not exist")
+    code, _, err = run(["train", "--resume", "loop.npz"], capsys)
+    one_line_error(code, err, "resume: can't read the checkpoint loop.npz: Too many levels")
+
+
+def _npz_with_meta(path, raw):
+    np.savez(path, W1=np.zeros((2, 2), np.float32),
+             __xpnet_meta__=np.frombuffer(raw, dtype=np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe not utf-8", b"[1, 2, 3]", b'"a string"', b"{oops",
+                                 b"null"])
+def test_eval_and_resume_of_files_with_bad_metadata(tmp_path, capsys, raw):
+    p = _npz_with_meta(str(tmp_path / "bad.npz"), raw)
+    code, _, err = run(["eval", p], capsys)
+    one_line_error(code, err, p)
+    code, _, err = run(["train", "--resume", p], capsys)
+    one_line_error(code, err, p)
+
+
+def test_broken_pipe_exits_quietly_like_unix_tools():
+    r, w = os.pipe()
+    os.close(r)                       # the reader (`head`) is gone before we write
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        p = subprocess.run([sys.executable, "-m", "xpnet", "info"], stdout=w,
+                           stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=60)
+    finally:
+        os.close(w)
+    assert p.returncode == 141 and p.stderr == "", p.stderr
+
+
+def test_resume_with_no_epochs_left_says_so(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = train_tiny(out, capsys, "--model", "two_layer", "--epochs", 2)
+    assert code == 0, err
+    stamp = (out / "params.npz").stat().st_mtime_ns
+    ck = out / "checkpoints" / "checkpoint.npz"
+    code, _, err = run(["train", "--resume", out / "checkpoints", "--epochs", 1], capsys)
+    one_line_error(code, err, "--epochs 1 is the total number of epochs, counted from the start, "
+                   "and %s has already trained 2 epochs; pass --epochs 3 or more" % ck)
+    code, _, err = run(["train", "--resume", out / "checkpoints"], capsys)
+    one_line_error(code, err, "%s has already trained 2 epochs, the total asked for: nothing to "
+                   "do" % ck,
+                   "pass --epochs N with N > 2")
+    assert (out / "params.npz").stat().st_mtime_ns == stamp       # nothing rewritten
+    code, _, err = run(["train", "--resume", out / "checkpoints", "--epochs", 3, "--quiet"],
+                       capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("exc, line", [
+    (OSError(28, "No space left on device", "/data/run/params.npz"),
+     "xpnet info: error: /data/run/params.npz: No space left on device (XPNET_DEBUG=1 shows "
+     "the traceback)"),
+    (PermissionError(13, "Permission denied", "/a", None, "/b"), "/a -> /b: Permission denied"),
+    (MemoryError("Unable to allocate 7.28 TiB"), "out of memory: Unable to allocate 7.28 TiB"),
+])
+def test_unexpected_os_errors_are_one_line_unless_debugging(capsys, monkeypatch, exc, line):
+    def boom(data_dir=None):
+        raise exc
+    monkeypatch.setattr(cli, "_info", boom)
+    monkeypatch.delenv("XPNET_DEBUG", raising=False)
+    code, _, err = run(["info"], capsys)
+    one_line_error(code, err, line)
+    monkeypatch.setenv("XPNET_DEBUG", "1")
+    with pytest.raises(type(exc)):
+        cli.main(["info"])
+    monkeypatch.setattr(cli, "_info", lambda data_dir=None: 1 / 0)
+    monkeypatch.delenv("XPNET_DEBUG")
+    with pytest.raises(ZeroDivisionError):        # a real bug keeps its traceback
+        cli.main(["info"])
+
+
+def test_huge_thread_count_is_capped_with_one_warning(capsys, monkeypatch):
+    from xpnet.backend import cpu_threads as parallel
+    cap = 4 * parallel._usable_cores()
+    monkeypatch.setitem(parallel._state, "threads", None)
+    monkeypatch.setattr(parallel, "_env_capped", [])
+    monkeypatch.setenv("XPNET_NUM_THREADS", "1000")
+    code, stdout, err = run(["info", "--json"], capsys)
+    assert code == 0
+    assert err == ("xpnet info: warning: XPNET_NUM_THREADS=1000 is more than 4 threads per CPU "
+                   "core this process may use (%d cores); using %d\n"
+                   % (parallel._usable_cores(), cap))
+    threads = json.loads(stdout)["cpu_threads"]["threads"]
+    assert threads == (1 if parallel.info()["disabled_because"] else cap)
+    monkeypatch.setitem(parallel._state, "threads", None)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # once per process: no second warning
+        assert parallel._default_threads() == cap
+    monkeypatch.setattr(parallel, "_env_capped", [])
+    with pytest.warns(UserWarning, match="XPNET_NUM_THREADS=1000 is more than"):
+        assert parallel._default_threads() == cap
+    monkeypatch.setenv("XPNET_NUM_THREADS", str(cap))
+    assert parallel._default_threads() == cap         # up to the cap: as asked, silently
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error_line(capsys, monkeypatch):
+    def boom(data_dir=None):
+        raise BrokenPipeError(32, "Broken pipe")        # e.g. a child process went away
+    monkeypatch.setattr(cli, "_info", boom)
+    monkeypatch.delenv("XPNET_DEBUG", raising=False)
+    code, _, err = run(["info"], capsys)
+    one_line_error(code, err, "xpnet info: error: [Errno 32] Broken pipe")

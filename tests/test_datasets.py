@@ -398,3 +398,117 @@ def test_stratified_split_uneven_classes():
     assert sorted(np.concatenate([tr, te]).tolist()) == list(range(10))
     # Exact shares 3.5 / 1.0 / 0.5: floors 3/1/0, one left over goes to the 0.5s.
     assert np.bincount(labels[te], minlength=3).tolist() in ([4, 1, 0], [3, 1, 1])
+
+
+# ------------------------------------------------------------------ hostile IDX files (issue 10)
+
+import resource
+import sys
+import time
+import zlib
+
+from xpnet.datasets import idx as I
+
+
+def peak_rss_mib():
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def gzip_zeros_bomb(head, mib):
+    """A gzip stream of ``head`` then ``mib`` MiB of zeros (about 1 KiB per MiB),
+    built without holding the data; the trailer is left off (a reader that
+    decompresses it all finds out only at the end)."""
+    co = zlib.compressobj(6, zlib.DEFLATED, 31)
+    z = bytes(1 << 20)
+    first = co.compress(head) + co.flush(zlib.Z_SYNC_FLUSH)
+    pieces = [co.compress(z) + co.flush(zlib.Z_SYNC_FLUSH) for _ in range(3)]
+    assert pieces[1] == pieces[2]
+    return first + pieces[0] + pieces[1] * (mib - 1)
+
+
+def test_idx_declared_dims_are_checked_against_the_file_before_allocating(tmp_path):
+    huge = struct.pack(">I3I", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    rss0, t0 = peak_rss_mib(), time.monotonic()
+    with pytest.raises(IDXError, match=r"data is 16 bytes, expected 79228162458924105385300197"
+                                       r"391 .*bytes missing"):
+        read_idx(huge)
+    p = tmp_path / "huge.idx"
+    p.write_bytes(huge + b"abc")
+    with pytest.raises(IDXError, match="huge.idx: data is 19 bytes"):
+        read_idx(p)
+    # and a big file with a small header: refused from its size, nothing read
+    big = tmp_path / "big.idx"
+    with open(big, "wb") as f:
+        f.write(idx_bytes(LABELS))
+        f.truncate(10**9)                 # sparse
+    with pytest.raises(IDXError, match=r"big.idx: data is 1000000000 bytes, expected 15 "):
+        read_idx(big)
+    with pytest.raises(IDXError, match=r"big.idx: data is 1000000000 bytes"):
+        read_idx(big, max_size=100)
+    assert time.monotonic() - t0 < 2
+    assert peak_rss_mib() - rss0 < 100
+
+
+def test_idx_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    head = struct.pack(">II", 0x801, 10)            # declares 10 labels ...
+    bomb = gzip_zeros_bomb(head, 1024)               # ... followed by 1 GiB of zeros
+    assert len(bomb) < 2 << 20
+    p = tmp_path / "bomb.gz"
+    p.write_bytes(bomb)
+    rss0, t0 = peak_rss_mib(), time.monotonic()
+    for src in (bomb, p):
+        with pytest.raises(IDXError, match=r"data is at least \d+ bytes, expected 18 .*extra "
+                                           r"bytes"):
+            read_idx(src)
+    assert time.monotonic() - t0 < 2
+    assert peak_rss_mib() - rss0 < 100
+
+
+def test_idx_gzip_declaring_too_much_is_refused_before_decompressing(monkeypatch):
+    head = struct.pack(">II", 0x801, 2**32 - 1)     # 4 GiB of labels declared
+    bomb = gzip_zeros_bomb(head, 2)
+    with pytest.raises(IDXError, match=r"header declares shape \(4294967295,\), 4294967303 bytes, "
+                                       r"more than the 2147483648 allowed for a compressed "
+                                       r"file \(pass max_size= to allow more\)"):
+        read_idx(bomb)
+    with pytest.raises(IDXError, match=r"4294967303 bytes, more than the 1000 allowed$"):
+        read_idx(bomb, max_size=1000)
+    monkeypatch.setattr(I, "DEFAULT_MAX_SIZE", 100)
+    with pytest.raises(IDXError, match="decompresses to more than 100 bytes"):
+        I.gunzip(bomb)
+
+
+def test_idx_max_size_applies_to_raw_files_too():
+    with pytest.raises(IDXError, match=r"5504 bytes, more than the 1000 allowed"):
+        read_idx(idx_bytes(IMAGES), max_size=1000)
+    np.testing.assert_array_equal(read_idx(idx_bytes(IMAGES), max_size=5504), IMAGES)
+    np.testing.assert_array_equal(read_idx(gzip.compress(idx_bytes(IMAGES)), max_size=5504),
+                                  IMAGES)
+
+
+def test_idx_empty_dimension_and_empty_input():
+    out = read_idx(struct.pack(">I3I", 0x803, 0, 28, 28))
+    assert out.shape == (0, 28, 28)
+    for data in (b"", gzip.compress(b"")):
+        with pytest.raises(IDXError, match="only 0 bytes, too short"):
+            read_idx(data)
+
+
+def test_sample_file_elsewhere_is_checked_before_decompressing(tmp_path, monkeypatch):
+    """sample_arrays(path) on another file: a member declaring more than a sample can
+    hold is refused from the zip directory, before np.load decompresses anything."""
+    from xpnet.datasets import sample as SM
+    p = tmp_path / "sample.npz"
+    np.savez_compressed(p, images=np.zeros((50, 28, 28), np.uint8), labels=np.zeros(50, np.uint8))
+    monkeypatch.setattr(SM, "_MAX_MEMBER", 1000)      # the rule, on a small file
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load was reached"))
+    with pytest.raises(OSError, match=r"images.npy declares 39328 bytes, more than a "
+                                      r"5000-image sample needs \(1000\)"):
+        sample_arrays(p)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(OSError, match=r"expected the arrays images and labels, found \['x.npy'\]"):
+        sample_arrays(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(OSError, match="junk.npz: not a readable .npz file"):
+        sample_arrays(tmp_path / "junk.npz")

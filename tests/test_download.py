@@ -44,6 +44,7 @@ class Server:
 
     def __init__(self):
         self.requests = []  # (path, user agent)
+        self.sent = {}      # mode -> bytes the handler managed to send
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -62,6 +63,21 @@ class Server:
                     return self.send_error(403)
                 if mode == "slow":
                     time.sleep(1.5)
+                if mode == "flood":     # 200 MB, no Content-Length, for any file
+                    return self._flood(mode)
+                if mode == "trickle-head":   # headers a byte at a time
+                    return self._trickle(mode, b"HTTP/1.0 200 OK\r\nX-Pad: " + b"a" * 1000,
+                                         1, 0.05)
+                if mode == "trickle":   # the body, 100 bytes every 0.1 s
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    return self._trickle(mode, body, 100, 0.1)
+                if mode == "liar":      # announces far more than any valid file
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(200 * 10**6))
+                    self.end_headers()
+                    return self._flood(mode)
                 if mode == "corrupt":
                     body = body[:-20] + bytes(20)
                 self.send_response(200)
@@ -73,6 +89,30 @@ class Server:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
+
+            def _flood(self, mode):
+                if mode == "flood":
+                    self.send_response(200)
+                    self.end_headers()
+                block = bytes(1 << 16)
+                outer.sent[mode] = 0
+                try:
+                    for _ in range(200 * 10**6 // len(block)):
+                        self.wfile.write(block)
+                        outer.sent[mode] += len(block)
+                except OSError:
+                    pass    # the client stopped reading
+
+            def _trickle(self, mode, data, n, pause):
+                outer.sent[mode] = 0
+                try:
+                    for i in range(0, len(data), n):
+                        self.wfile.write(data[i:i + n])
+                        self.wfile.flush()
+                        outer.sent[mode] += len(data[i:i + n])
+                        time.sleep(pause)
+                except OSError:
+                    pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -269,3 +309,170 @@ def test_download_file_reports_each_mirror(server, tmp_path, refused_url):
     assert "cannot connect" in reasons[refused_url + TEST_LABELS]
     assert "unsupported URL scheme" in reasons["ftp://x/" + TEST_LABELS]
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------ hostile mirrors (issue 10)
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from xpnet.datasets import download as DL
+
+
+def test_flood_without_content_length_stops_after_the_expected_size(server, tmp_path):
+    size = len(FILES[TEST_LABELS])
+    buf = io.BytesIO()
+    t0 = time.monotonic()
+    with pytest.raises(DL._TooBig, match=f"sent more than the {size} bytes expected"):
+        DL._stream(server.url("flood") + TEST_LABELS, buf, 5, DL._Progress("x", None, False),
+                   max_bytes=size)
+    assert len(buf.getvalue()) == size + 1          # read no more than that
+    with pytest.raises(DownloadError) as info:
+        download_file(TEST_LABELS, tmp_path, [server.url("flood")], lambda p: None,
+                      timeout=5, progress=False, max_bytes=size)
+    assert f"too large: the server sent more than the {size} bytes" in str(info.value)
+    assert time.monotonic() - t0 < 5
+    assert list(tmp_path.iterdir()) == []
+    # what the server could push before the client hung up: socket buffers, not 200 MB
+    time.sleep(0.2)
+    assert server.sent["flood"] < 50 * 10**6
+
+
+def test_announced_size_above_the_cap_is_refused_before_reading(server, tmp_path):
+    with pytest.raises(DownloadError) as info:
+        download_file(TEST_LABELS, tmp_path, [server.url("liar")], lambda p: None,
+                      timeout=5, progress=False, max_bytes=1000)
+    assert "too large: the server announces 200000000 bytes, more than the 1000 expected" \
+        in str(info.value)
+
+
+def test_load_mnist_caps_each_file_and_falls_back(server, tmp_path):
+    # the cap is the largest valid file (the spec's IDX, gzip-compressed at worst)
+    fs = SPECS["mnist"].files["test_labels"]
+    assert 10008 < fs.max_size < 10008 + 70000
+    t0 = time.monotonic()
+    assert_synthetic(fetch(tmp_path, [server.url("flood"), server.url("good")]))
+    assert time.monotonic() - t0 < 10
+    assert_cache_clean(tmp_path / "mnist")
+
+
+def test_trickling_body_hits_the_total_deadline(server, tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download_file(TRAIN_IMAGES, tmp_path, [server.url("trickle")], lambda p: None,
+                      timeout=5, progress=False, deadline=1.0)
+    took = time.monotonic() - t0
+    assert "too slow: not finished within the 1 s deadline" in str(info.value)
+    assert took < 3, took          # per-read timeout 5 s never expired: the total did
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trickling_headers_hit_the_total_deadline(server, tmp_path):
+    t0 = time.monotonic()
+    unreachable = {}
+    with pytest.raises(DownloadError) as info:
+        download_file(TRAIN_IMAGES, tmp_path, [server.url("trickle-head")], lambda p: None,
+                      timeout=5, progress=False, deadline=1.0, unreachable=unreachable)
+    assert "too slow" in str(info.value)
+    assert time.monotonic() - t0 < 3
+    assert server.url("trickle-head") in unreachable     # not tried again for the next file
+
+
+def test_default_deadline_comes_from_timeout_and_size(server, tmp_path):
+    assert DL.total_deadline(5, 10**6) == 2 * 5 + 10**6 / DL.MIN_RATE
+    assert DL.total_deadline(5) == 50
+    # 15,719 bytes at 1,000 B/s would take 16 s; the default allows 2*0.5 + 15719/20000 s
+    deadline = DL.total_deadline(0.5, len(FILES[TRAIN_IMAGES]))
+    assert deadline < 2
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match="too slow"):
+        download_file(TRAIN_IMAGES, tmp_path, [server.url("trickle")], lambda p: None,
+                      timeout=0.5, progress=False, max_bytes=len(FILES[TRAIN_IMAGES]))
+    assert time.monotonic() - t0 < deadline + 1.5
+
+
+def part_name(name, pid, host=None):
+    return f".{name}.{pid}@{host or DL._host()}.abc_12.part"
+
+
+def dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_part_files_are_removed_live_ones_kept(server, tmp_path):
+    cache = tmp_path / "mnist"
+    cache.mkdir()
+    old = time.time() - 2 * DL.STALE_PART_AGE
+    files = {
+        part_name(TRAIN_IMAGES, dead_pid()): False,            # killed process: removed
+        part_name(TRAIN_LABELS, os.getppid()): True,           # running process: kept
+        part_name(TEST_IMAGES, 12345, "other-host.example"): True,   # can't tell: kept
+        f".{TEST_LABELS}.abcd1234.part": True,                 # older naming, recent: kept
+        f".{TRAIN_IMAGES}.k2j4h5g6.part": False,               # older naming, old: removed
+        part_name(TEST_LABELS, 54321, "other-host.example") + "": False,  # old: removed
+        "notes.txt": True,                                     # not ours
+    }
+    for name in files:
+        (cache / name).write_bytes(b"partial")
+    for name in (f".{TRAIN_IMAGES}.k2j4h5g6.part",
+                 part_name(TEST_LABELS, 54321, "other-host.example")):
+        os.utime(cache / name, (old, old))
+    assert_synthetic(fetch(tmp_path, [server.url("good")]))
+    left = {p.name for p in cache.iterdir()}
+    for name, kept in files.items():
+        assert (name in left) == kept, name
+
+
+def test_a_concurrent_download_keeps_its_part_file(server, tmp_path):
+    """A second process downloading into the same folder: neither removes the other's
+    temporary file, and both end with the right file."""
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from xpnet.datasets.download import download_file\n"
+        "download_file(%r, %r, [%r], lambda p: None, timeout=5, progress=False)\n"
+        % (str(Path(DL.__file__).parents[2]), TRAIN_IMAGES, str(tmp_path),
+           server.url("slow")))
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 10
+        while not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]:
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.02)
+        theirs = [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+        assert f".{child.pid}@" in theirs[0].name
+        download_file(TRAIN_IMAGES, tmp_path, [server.url("good")], lambda p: None,
+                      timeout=5, progress=False)
+        assert theirs[0].exists() or child.poll() is not None
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert [p.name for p in tmp_path.iterdir()] == [TRAIN_IMAGES]
+    assert (tmp_path / TRAIN_IMAGES).read_bytes() == FILES[TRAIN_IMAGES]
+
+
+def test_downloaded_files_get_the_umask_mode(server, tmp_path):
+    old = os.umask(0o027)
+    try:
+        p = download_file(TEST_LABELS, tmp_path, [server.url("good")], lambda p: None,
+                          timeout=5, progress=False)
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o640
+
+
+def test_huge_local_file_is_not_read(tmp_path):
+    """A file in the data folder larger than any valid copy is refused from its size."""
+    from xpnet.datasets.mnist import _load_checked
+    fs = SPECS["mnist"].files["test_labels"]
+    p = tmp_path / fs.filename
+    with open(p, "wb") as f:
+        f.truncate(10 ** 9)           # sparse: 1 GB on paper, nothing on disk
+    with pytest.raises(ValueError, match=r"1000000000 bytes, larger than any valid "
+                                         r"t10k-labels-idx1-ubyte.gz"):
+        _load_checked(p, fs, None)

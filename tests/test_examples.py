@@ -276,6 +276,25 @@ def test_missing_params_file_is_named(tmp_path):
     assert not os.path.exists(tmp_path / "half_float_inference.json")
 
 
+def test_explain_digits(device, tmp_path_factory):
+    out, fig, path, _ = run_quick("explain_digits", device, tmp_path_factory)
+    assert len(fig["files"]) == 7
+    for name in fig["files"]:
+        with open(path / name, "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+    assert fig["cam_layer"] == "Convolution1" and fig["layers"][1] == "Relu2"
+    for k, v in fig["pointing"].items():
+        row = printed(out, r"^\s+%s\s+(\S+)\s+(\S+|-)$" % k) if k in fig["deletion"] \
+            else printed(out, r"^\s+%s\s+(\S+)\s+-$" % k)
+        assert row[0] == pytest.approx(v, abs=6e-4)
+        if k in fig["deletion"]:
+            assert row[1] == pytest.approx(fig["deletion"][k], abs=6e-4)
+    # a random map rarely points at the digit; removing what the maps point at hurts more
+    assert fig["pointing"]["random"] < 0.6
+    for m in ("gradcam", "saliency", "occlusion"):
+        assert fig["deletion"][m] > fig["deletion"]["random"], m
+
+
 def test_every_example_is_tested():
     names = {f[:-3] for f in os.listdir(EXAMPLES) if f.endswith(".py") and not f.startswith("_")}
     tested = {n[len("test_"):] for n in globals() if n.startswith("test_")}

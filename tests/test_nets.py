@@ -506,3 +506,13 @@ def test_a_net_can_be_deep_copied():
     np.testing.assert_array_equal(twin.predict(x), net.predict(x))
     twin.params["W1"][...] = 0
     assert float(np.abs(net.params["W1"]).sum()) > 0
+
+
+def test_a_layer_without_bias_saves_and_loads(tmp_path):
+    from xpnet import layers as L
+    net = xpnet.Sequential([L.Affine(np.arange(6.0).reshape(3, 2), None)])
+    assert set(net.state_dict()) == {"W1"}
+    path = net.save_params(tmp_path / "nobias")
+    other = xpnet.Sequential([L.Affine(np.zeros((3, 2)), None)])
+    other.load_params(path)
+    np.testing.assert_array_equal(other.params["W1"], np.arange(6.0).reshape(3, 2))

@@ -428,3 +428,383 @@ def test_trainer_array_helpers_take_any_array_api_array():
     assert A.all_finite([a]) and not A.all_finite([a, bad])
     vals = A.read_back([xs.asarray(1.5), xs.asarray(float("nan")), 2.0])
     assert vals[0] == 1.5 and vals[1] != vals[1] and vals[2] == 2.0
+
+
+# ---------------------------------------------------------------- hostile checkpoints (issue 10)
+
+def _mid_epoch_checkpoint(folder):
+    """A real checkpoint written at step 6 (epoch 2, batch 2 of 4) by an Adam run."""
+    def cut(tr):
+        if tr.current_iter == 6:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        quiet(small_net(), make_data(), epochs=3, mini_batch_size=300, optimizer="adam",
+              seed=1, checkpoint_dir=folder, on_step=cut).train()
+    return load_arrays(os.path.join(str(folder), "checkpoint.npz"))
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    return _mid_epoch_checkpoint(tmp_path_factory.mktemp("good"))
+
+
+def _perm(arrays, meta, f):
+    arrays["trainer/perm"] = f(arrays["trainer/perm"])
+
+
+def _set(path, value):
+    def edit(arrays, meta):
+        d = meta
+        for k in path[:-1]:
+            d = d[k]
+        if value is KeyError:
+            del d[path[-1]]
+        else:
+            d[path[-1]] = value
+    return edit
+
+
+def _array(name, f):
+    def edit(arrays, meta):
+        if f is KeyError:
+            del arrays[name]
+        else:
+            arrays[name] = f(arrays.get(name))
+    return edit
+
+
+def _replace_meta(new):
+    def edit(arrays, meta):
+        meta.clear()
+        meta["__replace__"] = new
+    return edit
+
+
+CRAFTED = [
+    ("perm out of range",
+     lambda a, m: _perm(a, m, lambda p: np.where(np.arange(1000) == 3, 5000, p)),
+     r"'trainer/perm' holds 5000 at index 3, outside \[0, 1000\)"),
+    ("perm negative", lambda a, m: _perm(a, m, lambda p: np.where(np.arange(1000) == 9, -1, p)),
+     r"'trainer/perm' holds -1 at index 9"),
+    ("perm too short", lambda a, m: _perm(a, m, lambda p: p[:-1]),
+     r"'trainer/perm' has 999 entries; expected 1000 \(train_size\)"),
+    ("perm all zeros", lambda a, m: _perm(a, m, np.zeros_like),
+     r"'trainer/perm' is not a permutation of 0..999: 0 appears 1000 times"),
+    ("perm duplicate", lambda a, m: _perm(a, m, lambda p: np.where(p == 7, 8, p)),
+     r"'trainer/perm' is not a permutation of 0..999: (7 is missing|8 appears 2 times)"),
+    ("perm float", lambda a, m: _perm(a, m, lambda p: p.astype(np.float64)),
+     r"'trainer/perm' must be a 1-D integer array, got dtype float64"),
+    ("perm missing", _array("trainer/perm", KeyError), r"'trainer/perm' is missing"),
+    ("train_size missing", _set(["train_size"], KeyError), r"field 'train_size' is missing"),
+    ("step missing", _set(["step"], KeyError), r"field 'step' is missing"),
+    ("epoch a string", _set(["epoch"], "1"), r"field 'epoch' must be an int >= 0, got '1'"),
+    ("pos past the epoch", _set(["pos_in_epoch"], 99),
+     r"field 'pos_in_epoch' is 99, but an epoch here has 4 steps"),
+    ("mid_epoch not a bool", _set(["mid_epoch"], "yes"),
+     r"field 'mid_epoch' must be true or false"),
+    ("rng shuffle bad", _set(["rng", "shuffle"], {"bit_generator": "PCG64", "state": "x"}),
+     r"rng/shuffle is not a valid PCG64 state"),
+    ("rng host wrong kind", _set(["rng", "host", "bit_generator"], "MT19937"),
+     r"rng/host is not a valid PCG64 state"),
+    ("rng not an object", _set(["rng"], 5), r"rng must be an object"),
+    ("negative lr", _set(["optimizer", "hyper", "lr"], -5.0),
+     r"field 'optimizer/hyper' is not valid: Adam: lr must be a positive.*-5.0"),
+    ("beta1 1.5", _set(["optimizer", "hyper", "beta1"], 1.5), r"beta1 must be .*\[0, 1\)"),
+    ("nan eps", _set(["optimizer", "hyper", "eps"], float("nan")), r"eps must be a positive"),
+    ("unknown hyper", _set(["optimizer", "hyper", "momentum"], 0.9),
+     r"field 'optimizer/hyper' has 'momentum', which Adam does not take"),
+    ("t negative", _set(["optimizer", "t"], -1), r"field 'optimizer/t' must be an int >= 0"),
+    ("slot shape", _array("opt/W1/m", lambda a: np.zeros((3, 3), np.float32)),
+     r"array 'opt/W1/m' has shape \(3, 3\); expected \(20, 16\)"),
+    ("slot nan", _array("opt/W1/v", lambda a: np.full_like(a, np.nan)),
+     r"array 'opt/W1/v' holds NaN or infinite values"),
+    ("slot unknown", _array("opt/W1/zz", lambda a: np.zeros((20, 16), np.float32)),
+     r"array 'opt/W1/zz' is not optimizer state"),
+    ("slot missing", _array("opt/b2/v", KeyError), r"optimizer state of 'b2' lacks v"),
+    ("weights nan", _array("net/W2", lambda a: np.where(np.arange(3) == 1, np.inf, a)),
+     r"array 'net/W2' holds NaN or infinite values .*resume from an earlier checkpoint"),
+    ("weights complex", _array("net/b1", lambda a: a.astype(np.complex64)),
+     r"array 'net/b1' has dtype complex64; expected floating-point"),
+    ("weights int", _array("net/b1", lambda a: a.astype(np.int32)), r"has dtype int32"),
+    ("weights shape", _array("net/W1", lambda a: np.zeros((20, 15), np.float32)),
+     r"does not fit this network: parameter 'W1': file has shape \(20, 15\)"),
+    ("losses missing", _set(["history", "train_loss"], [0.5]),
+     r"inconsistent: 1 losses for 6 steps"),
+    ("accuracies", _set(["history", "test_acc"], []), r"0 values in history/test_acc for 1 epochs"),
+    ("loss a string", _set(["history", "train_loss"], ["x"] * 6),
+     r"field 'history/train_loss' must be a list of numbers"),
+    ("version", _set(["version"], 2), r"field 'version' is 2"),
+    ("stray array", _array("extra", lambda a: np.zeros(2)), r"array 'extra' is not part of"),
+    ("metadata a list", _replace_meta([1, 2]), r"metadata must be a JSON object, got list"),
+    ("metadata not a checkpoint", _replace_meta({"format": "xpnet-params"}),
+     r"is not an xpnet checkpoint \(format 'xpnet-params'\)"),
+]
+
+
+@pytest.mark.parametrize("name, edit, message", CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_checkpoints_are_refused_before_anything_changes(tmp_path, good_checkpoint,
+                                                                  name, edit, message):
+    import copy
+    from xpnet.serialization import save_arrays
+    arrays = {k: v.copy() for k, v in good_checkpoint[0].items()}
+    meta = copy.deepcopy(good_checkpoint[1])
+    edit(arrays, meta)
+    bad = str(tmp_path / "bad.npz")
+    save_arrays(bad, arrays, meta.pop("__replace__", meta))
+    net, opt = small_net(seed=3), xpnet.Adam(lr=0.01)
+    before = params_of(net)
+    with pytest.raises(ValueError, match=message) as ei:
+        quiet(net, make_data(), epochs=3, mini_batch_size=300, optimizer=opt, seed=5,
+              resume=bad)
+    assert bad in str(ei.value)                              # names the file
+    assert_same_params(params_of(net), before)                # nothing was changed
+    assert opt.t == 0 and opt.state == {} and opt.lr == 0.01
+
+
+def test_the_good_checkpoint_still_resumes(tmp_path, good_checkpoint):
+    from xpnet.serialization import save_arrays
+    ck = str(tmp_path / "ok.npz")
+    save_arrays(ck, *good_checkpoint)
+    tr = quiet(small_net(seed=3), make_data(), epochs=3, mini_batch_size=300, optimizer="adam",
+               resume=ck)
+    assert (tr.current_epoch, tr._pos, tr.current_iter) == (1, 2, 6)
+    tr.train()
+    assert tr.current_iter == 12
+
+
+def test_failed_restore_leaves_the_random_streams_alone(tmp_path, good_checkpoint):
+    from xpnet.serialization import save_arrays
+    arrays, meta = good_checkpoint
+    meta = json.loads(json.dumps(meta))
+    meta["optimizer"]["hyper"]["lr"] = -5.0        # checked after the random states
+    bad = str(tmp_path / "bad.npz")
+    save_arrays(bad, arrays, meta)
+    xpnet.seed(11)
+    expected = xpnet.backend.host_rng().bit_generator.state
+    xpnet.seed(11)
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        Trainer(small_net(), *make_data(), epochs=3, mini_batch_size=300, optimizer="adam",
+                resume=bad, verbose=False, seed=11)
+    assert xpnet.backend.host_rng().bit_generator.state == expected
+
+
+# ---------------------------------------------------------------- NaN never "good" (issue 10)
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_ctrl_c_after_a_nan_update_keeps_the_good_checkpoint(tmp_path):
+    def poison_then_stop(tr):
+        if tr.current_iter == 6:      # epoch 2, batch 2: the update made W1 NaN, loss was fine
+            tr.network.params["W1"][0, 0] = float("nan")
+            raise KeyboardInterrupt
+    tr = quiet(small_net(), make_data(), epochs=3, mini_batch_size=300, checkpoint_dir=tmp_path,
+               on_step=poison_then_stop)
+    ck = os.path.join(str(tmp_path), "checkpoint.npz")
+    with pytest.raises(TrainingDivergedError) as ei:
+        tr.train()
+    msg = str(ei.value)
+    assert "'W1' is NaN or infinite at step 6" in msg
+    assert "last good checkpoint: %s (after epoch 1, step 4)" % ck in msg
+    arrays, meta = load_arrays(ck)           # not overwritten with the NaN state
+    assert meta["epoch"] == 1 and meta["step"] == 4 and np.isfinite(arrays["net/W1"]).all()
+    assert tr.interrupt_checkpoint is None
+    assert json.loads((tmp_path / "history.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_save_checkpoint_refuses_nan_and_keeps_the_file(tmp_path):
+    tr = quiet(small_net(), make_data(), epochs=1, mini_batch_size=300, checkpoint_dir=tmp_path)
+    tr.train()
+    ck = tr.last_checkpoint
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    tr.network.params["b1"][...] = float("inf")
+    with pytest.raises(ValueError, match=r"save_checkpoint: 'b1' is NaN or infinite.*nothing "
+                                         r"was written \(the last good checkpoint is %s\)" % ck):
+        tr.save_checkpoint()
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before and tr.last_checkpoint == ck
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_after_a_mid_epoch_resume_names_that_checkpoint_and_its_step(tmp_path):
+    _mid_epoch_checkpoint(tmp_path)           # step 6 = epoch 2, batch 2 of 4
+    ck = os.path.join(str(tmp_path), "checkpoint.npz")
+
+    def poison(tr):
+        if tr.current_iter == 7:
+            tr.network.params["W1"][...] = float("nan")
+    tr = quiet(small_net(), make_data(), epochs=3, mini_batch_size=300, optimizer="adam",
+               checkpoint_dir=tmp_path, resume=tmp_path, on_step=poison)
+    with pytest.raises(TrainingDivergedError) as ei:
+        tr.train()
+    assert "last good checkpoint: %s (at step 6, epoch 2 batch 2)" % ck in str(ei.value)
+
+
+# ---------------------------------------------------------------- epochs already done
+
+def test_resume_with_fewer_epochs_than_done_says_so(tmp_path):
+    quiet(small_net(), make_data(), epochs=3, mini_batch_size=300, checkpoint_dir=tmp_path).train()
+    tr = quiet(small_net(), make_data(), epochs=2, mini_batch_size=300, resume=tmp_path)
+    with pytest.raises(ValueError, match=r"epochs=2 is the total number of epochs, but 3 epochs "
+                                         r"are already done \(resumed from .*checkpoint.npz\); "
+                                         r"pass epochs=4 or more"):
+        tr.train()
+    same = quiet(small_net(), make_data(), epochs=3, mini_batch_size=300, resume=tmp_path)
+    assert same.train()["epochs_done"] == 3     # the total reached: nothing to do, no error
+
+
+# ---------------------------------------------------------------- labels (issue 10)
+
+@pytest.mark.parametrize("which, bad, message", [
+    ("t_train", lambda t: np.where(np.arange(len(t)) == 5, -1, t),
+     r"Trainer: t_train\[5\] = -1 is not a class label: labels must be in \[0, 3\) \(the network "
+     r"has 3 outputs\)"),
+    ("t_test", lambda t: np.where(np.arange(len(t)) == 7, 3, t), r"t_test\[7\] = 3 is not a class"),
+    ("t_train", lambda t: np.where(np.arange(len(t)) == 0, 10 ** 6, t), r"t_train\[0\] = 1000000"),
+    ("t_train", lambda t: t.astype(np.float32), r"t_train must hold integer class labels.*float32"),
+    ("t_train", lambda t: t.astype(bool), r"t_train must hold integer class labels.*bool"),
+    ("t_train", lambda t: np.eye(4, dtype=np.float32)[t],
+     r"t_train has one-hot rows of 4 values, but the network has 3 outputs"),
+    ("t_test", lambda t: np.where(np.arange(3) == 2, np.nan, np.eye(3)[t]),
+     r"t_test\[0, 2\] = nan is not a one-hot or soft target"),
+    ("t_train", lambda t: t.reshape(-1, 1, 1), r"t_train must be 1-D class labels or 2-D"),
+])
+def test_bad_labels_fail_at_construction_naming_value_and_index(which, bad, message):
+    x, t, xt, tt = make_data()
+    if which == "t_train":
+        t = bad(t)
+    else:
+        tt = bad(tt)
+    with pytest.raises(ValueError, match=message):
+        Trainer(small_net(), x, t, xt, tt, verbose=False)
+
+
+def test_labels_of_nets_without_a_config_use_predict_or_only_the_lower_bound():
+    x, t, xt, tt = make_data()
+    net = xpnet.Sequential([xpnet.layers.Affine(np.full((20, 4), 0.1, np.float32),
+                                                np.zeros(4, np.float32))])
+    with pytest.raises(ValueError, match=r"t_train\[1\] = 4 .*\[0, 4\)"):
+        Trainer(net, x, np.where(np.arange(1000) == 1, 4, t), xt, tt, verbose=False)
+    with pytest.raises(ValueError, match=r"t_train\[2\] = -3 .*\[0, n_classes\)"):
+        Trainer(BookStyleNet(0), x, np.where(np.arange(1000) == 2, -3, t), xt, tt, verbose=False)
+    quiet(BookStyleNet(0), (x, t, xt, tt))      # good labels pass
+
+
+def test_labels_on_other_array_libraries(device):
+    x, t, xt, tt = make_data()
+    dev = xpnet.get_device(device)
+    t = xpnet.to_device(np.where(np.arange(1000) == 4, 3, t), dev)
+    with pytest.raises(ValueError, match=r"t_train\[4\] = 3 is not a class label"):
+        Trainer(small_net(device), xpnet.to_device(x, dev), t, xt, tt, verbose=False)
+
+
+# ---------------------------------------------------------------- one writer per folder (issue 10)
+
+def _hold_lock_in_child(folder):
+    """A second process that takes the folder's lock and sleeps; returns it once locked."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, time; from xpnet.trainer.folder import FolderLock; "
+            "lock = FolderLock(sys.argv[1], 'checkpoint_dir').acquire(); "
+            "print('locked', flush=True); time.sleep(120)")
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                         env=env, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs fcntl")
+def test_a_second_writer_is_refused_and_a_killed_holder_frees_the_folder(tmp_path):
+    import socket
+    from xpnet.trainer import FolderInUseError
+    child = _hold_lock_in_child(tmp_path)
+    try:
+        tr = quiet(small_net(), make_data(), epochs=1, mini_batch_size=300,
+                   checkpoint_dir=tmp_path)
+        with pytest.raises(FolderInUseError) as ei:
+            tr.train()
+        msg = str(ei.value)
+        assert "checkpoint_dir %s is in use by process %d on %s, started " % (
+            tmp_path, child.pid, socket.gethostname()) in msg
+        assert ".xpnet.lock" in msg and ei.value.holder["pid"] == child.pid
+        assert not (tmp_path / "checkpoint.npz").exists()
+        assert not (tmp_path / "history.json").exists()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    h = tr.train()                 # the OS dropped the dead holder's lock
+    assert h["status"] == "completed" and (tmp_path / "checkpoint.npz").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs fcntl")
+def test_two_trainers_in_one_process_and_sequential_runs(tmp_path):
+    from xpnet.trainer import FolderInUseError
+    errors = []
+
+    def second_writer(tr):
+        if tr.current_iter == 1:
+            other = quiet(small_net(), make_data(), epochs=1, checkpoint_dir=tmp_path)
+            try:
+                other.train()
+            except FolderInUseError as e:
+                errors.append(str(e))
+    quiet(small_net(), make_data(), epochs=1, checkpoint_dir=tmp_path,
+          on_step=second_writer).train()
+    assert len(errors) == 1 and "(this process)" in errors[0]
+    # one after the other is fine, also by hand (train_step locks each write)
+    tr = quiet(small_net(), make_data(), epochs=2, checkpoint_dir=tmp_path, resume=tmp_path)
+    for _ in range(tr.iter_per_epoch):
+        tr.train_step()
+    assert tr.current_epoch == 2 and not tr._folder.held
+    assert (tmp_path / ".xpnet.lock").read_bytes() == b""       # released: nobody named
+
+
+def test_stale_temporaries_are_removed_when_the_folder_is_taken(tmp_path):
+    ours = [".checkpoint.npz.abcd1234.tmp", ".checkpoint.json.x_y_z_12.tmp",
+            ".history.json.zzzz_999.tmp", ".params.npz.a1b2c3d4.tmp"]
+    others = [".checkpoint.npz.mine.tmp", "notes.tmp", ".other.json.abcdefgh.tmp",
+              "checkpoint.npz.abcd1234.tmp", ".history.json.abcd1234.tmp.keep"]
+    for n in ours + others:
+        (tmp_path / n).write_bytes(b"half a file")
+    os.mkdir(tmp_path / ".params.json.dir_1234.tmp")          # not a plain file: kept
+    quiet(small_net(), make_data(), epochs=1, checkpoint_dir=tmp_path).train()
+    left = set(os.listdir(tmp_path))
+    assert not left & set(ours)
+    assert set(others) | {".params.json.dir_1234.tmp"} <= left
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs fcntl")
+def test_stale_temporaries_stay_while_another_process_holds_the_folder(tmp_path):
+    from xpnet.trainer import FolderInUseError
+    child = _hold_lock_in_child(tmp_path)
+    tmp = tmp_path / ".checkpoint.npz.abcd1234.tmp"
+    tmp.write_bytes(b"being written by the other run")
+    try:
+        with pytest.raises(FolderInUseError):
+            quiet(small_net(), make_data(), epochs=1, checkpoint_dir=tmp_path).train()
+        assert tmp.exists()
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def test_checkpoint_dir_that_is_a_file_is_named(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    tr = quiet(small_net(), make_data(), epochs=1, checkpoint_dir=f)
+    with pytest.raises(NotADirectoryError, match="checkpoint_dir %s exists and is not a "
+                                                 "directory" % f):
+        tr.train()
+
+
+def test_callbacks_and_history_path_are_checked_up_front(tmp_path):
+    with pytest.raises(TypeError, match="on_step must be a function or None, got 5"):
+        quiet(small_net(), make_data(), on_step=5)
+    with pytest.raises(TypeError, match="log must be a function or None"):
+        quiet(small_net(), make_data(), log="stdout")
+    with pytest.raises(IsADirectoryError, match="history_path %s is a directory" % tmp_path):
+        quiet(small_net(), make_data(), history_path=tmp_path)
+    os.mkdir(tmp_path / "ck")
+    os.mkdir(tmp_path / "ck" / "history.json")
+    with pytest.raises(IsADirectoryError, match="history.json is a directory"):
+        quiet(small_net(), make_data(), checkpoint_dir=tmp_path / "ck")

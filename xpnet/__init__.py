@@ -11,6 +11,7 @@ from .layers import (Affine, AvgPooling, BatchNormalization, Convolution, Dropou
 from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, get_optimizer
 from .nets import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend, Sequential, SimpleConvNet,
                    TwoLayerNet, build_net, load_net)
+from . import explain
 
 __all__ = [
     "__version__", "CPU", "Device", "DeviceError", "asnumpy", "current_device", "device_of",
@@ -21,5 +22,5 @@ __all__ = [
     "IdentityWithLoss", "LeakyRelu", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "Tanh",
     "SGD", "AdaGrad", "Adam", "AdamW", "Momentum", "Nesterov", "RMSprop", "get_optimizer",
     "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "Sequential", "SimpleConvNet",
-    "TwoLayerNet", "build_net", "load_net",
+    "TwoLayerNet", "build_net", "load_net", "explain",
 ]

@@ -5,8 +5,8 @@ book (``W1``, ``b1``, ``gamma1`` ...), so ``optimizer.update(net.params,
 grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 """
 import contextlib
+import inspect
 import math
-import os
 import threading
 
 from . import backend
@@ -14,11 +14,14 @@ from . import functions as F
 from . import layers as L
 from .backend import asnumpy, current_device, device_of, get_device, to_device
 from .gradient_check import numerical_gradient as _numerical_gradient
-from .serialization import load_arrays, load_into, npz_path, save_net
+from .backend.geometry import conv_output_size, pair
+from .serialization import (MAX_MEMBERS, NpzReader, check_finite, existing_npz_path,
+                            load_into, save_net)
 from .validate import positive_int as _positive_int
 
 __all__ = ["Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
-           "DeepConvNet", "init_std", "NETS", "build_net", "load_net"]
+           "DeepConvNet", "init_std", "NETS", "build_net", "load_net", "state_shapes",
+           "MAX_PARAMETERS"]
 
 _DTYPES = ("float32", "float64", "float16")
 
@@ -333,14 +336,17 @@ class Sequential:
     # -- persistence
     def state_dict(self):
         """Parameters and buffers as host NumPy arrays (a snapshot: copies on every device)."""
-        d = {k: asnumpy(v).copy() for k, v in self.params.items()}
+        d = {k: asnumpy(v).copy() for k, v in self.params.items() if v is not None}
         d.update({k: asnumpy(v).copy() for k, v in self.buffers.items()})
         return d
 
     def load_state_dict(self, arrays, strict=True):
         """Copy arrays into the net (in place, on its device, in its dtype). A shape
-        mismatch names the first mismatching parameter."""
-        want = dict(self.params.items())
+        mismatch names the first mismatching parameter; so does a value that is not a
+        real floating array (int, bool, complex, str, object, structured), a NaN or
+        infinity, or a negative BatchNorm running variance. Nothing is copied unless
+        every array passes."""
+        want = {k: v for k, v in self.params.items() if v is not None}   # a layer without bias
         want.update(self.buffers)
         missing = [k for k in want if k not in arrays]
         extra = [k for k in arrays if k not in want]
@@ -351,9 +357,13 @@ class Sequential:
             if k not in arrays:
                 continue
             a = arrays[k]
+            if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+                raise TypeError("parameter %r: expected an array, got %s"
+                                % (k, type(a).__name__))
             if tuple(a.shape) != tuple(cur.shape):
                 raise ValueError("parameter %r: file has shape %s, %s expects %s"
                                  % (k, tuple(a.shape), type(self).__name__, tuple(cur.shape)))
+            _check_param_values(k, a)
         for k, cur in want.items():
             if k in arrays:
                 a = to_device(arrays[k], device_of(cur))
@@ -369,6 +379,31 @@ class Sequential:
     def __repr__(self):
         body = "\n".join("  " + repr(l) for l in self.layers + [self.last_layer])
         return "%s(\n%s\n)" % (type(self).__name__, body)
+
+
+def _check_param_values(name, a):
+    """A parameter or buffer array must be real floating and finite (a BatchNorm
+    running variance also >= 0); ValueError naming it otherwise."""
+    kind = getattr(getattr(a, "dtype", None), "kind", None)
+    if kind is not None:            # NumPy and CuPy arrays say it directly
+        ok = kind == "f"
+    else:
+        try:
+            ok = backend.namespace(a).isdtype(a.dtype, "real floating")
+        except Exception:
+            ok = False
+    if not ok:
+        raise ValueError("parameter %r has dtype %s; parameters must be real floating "
+                         "(float16, float32 or float64)" % (name, a.dtype))
+    xp = backend.namespace(a)
+    finite = xp.isfinite(a)
+    if not bool(xp.all(finite)):
+        bad = int(xp.sum(xp.astype(~finite, xp.int64)))
+        raise ValueError("parameter %r holds %d NaN or infinite value%s; refusing to load it"
+                         % (name, bad, "" if bad == 1 else "s"))
+    if name.startswith("running_var") and bool(xp.any(a < 0)):
+        raise ValueError("parameter %r (a BatchNorm running variance) holds negative values"
+                         % (name,))
 
 
 # ---------------------------------------------------------------------------
@@ -591,13 +626,159 @@ NETS = {"TwoLayerNet": TwoLayerNet, "MultiLayerNet": MultiLayerNet,
         "DeepConvNet": DeepConvNet}
 
 
+# ---------------------------------------------------------------------------
+# Shapes from a config, before anything is built (parameter files, build_net)
+
+#: The most parameter values (parameters and buffers together) `build_net` and
+#: `load_net` build from a config: 2**26 values (256 MiB as float32; the weights are
+#: drawn in float64, 512 MiB). A file declaring more is refused before anything is
+#: allocated.
+MAX_PARAMETERS = 2 ** 26
+
+
+def _plan_conv(shape, cp, what, fields):
+    """(weight shape, output shape) of a Convolution with conv param `cp` on `shape`."""
+    fn = _positive_int(cp["filter_num"], what + " filter_num")
+    fs = _positive_int(cp["filter_size"], what + " filter_size")
+    sy, sx = pair(cp["stride"], what + " stride")
+    py, px = pair(cp["pad"], what + " pad")
+    C, H, W = shape
+    out = (fn, conv_output_size(H, fs, sy, py, "Convolution (%s)" % what),
+           conv_output_size(W, fs, sx, px, "Convolution (%s)" % what))
+    return (fn, C, fs, fs), out
+
+
+def _plan_pool(shape):
+    C, H, W = shape
+    return (C, conv_output_size(H, 2, 2, 0, "Pooling"), conv_output_size(W, 2, 2, 0, "Pooling"))
+
+
+def _plan(config):
+    """``[(name, shape, fields)]`` of the parameters and buffers of the ready net that
+    `config` describes, in the net's order, computed from the numbers alone (nothing
+    is allocated). `fields` says which config fields (with their values) the shape
+    comes from. Bad or unknown fields are a ValueError (TypeError for wrong types)."""
+    if not isinstance(config, dict):
+        raise ValueError("a net's config must be a dict (JSON object), got %s"
+                         % type(config).__name__)
+    cfg = dict(config)
+    name = cfg.pop("type", None)
+    cls = NETS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError("unknown network type %r; known: %s" % (name, ", ".join(NETS)))
+    cfg.pop("dtype", None)
+    sig = inspect.signature(cls).parameters
+    unknown = sorted(k for k in cfg if k not in sig or k == "device")
+    if unknown:
+        raise ValueError("%s has no config field %s" % (name, ", ".join(map(repr, unknown))))
+    args = {}
+    for k, p in sig.items():
+        if k in cfg:
+            args[k] = cfg[k]
+        elif p.default is inspect.Parameter.empty:
+            raise ValueError("%s's config lacks the field %r" % (name, k))
+        else:
+            args[k] = p.default
+    out = []
+
+    def affine(i, n_in, n_out, fields):
+        out.append(("W%d" % i, (n_in, n_out), fields))
+        out.append(("b%d" % i, (n_out,), fields))
+
+    def show(*keys):
+        return ", ".join("%s=%r" % (k, args[k]) for k in keys)
+
+    if name == "TwoLayerNet":
+        i = _positive_int(args["input_size"], "input_size")
+        h = _positive_int(args["hidden_size"], "hidden_size")
+        o = _positive_int(args["output_size"], "output_size")
+        affine(1, i, h, show("input_size", "hidden_size"))
+        affine(2, h, o, show("hidden_size", "output_size"))
+    elif name in ("MultiLayerNet", "MultiLayerNetExtend"):
+        hidden = args["hidden_size_list"]
+        if not isinstance(hidden, (list, tuple)):
+            raise TypeError("hidden_size_list must be a list of positive ints, got %r"
+                            % (hidden,))
+        if len(hidden) > MAX_MEMBERS:
+            raise ValueError("hidden_size_list has %d entries, more layers than xpnet "
+                             "builds from a config (%d)" % (len(hidden), MAX_MEMBERS))
+        sizes = ([_positive_int(args["input_size"], "input_size")]
+                 + [_positive_int(h, "hidden_size_list entry") for h in hidden]
+                 + [_positive_int(args["output_size"], "output_size")])
+        bn = bool(args.get("use_batchnorm", False))
+        for i in range(1, len(sizes)):
+            src = ("input_size" if i == 1 else "hidden_size_list[%d]" % (i - 2),
+                   "output_size" if i == len(sizes) - 1 else "hidden_size_list[%d]" % (i - 1))
+            affine(i, sizes[i - 1], sizes[i], "%s=%d, %s=%d" % (src[0], sizes[i - 1], src[1],
+                                                                  sizes[i]))
+            if bn and i < len(sizes) - 1:
+                for k in ("gamma", "beta", "running_mean", "running_var"):
+                    out.append(("%s%d" % (k, i), (sizes[i],), "%s=%d" % (src[1], sizes[i])))
+    elif name == "SimpleConvNet":
+        shape = _input_dim(args["input_dim"])
+        cp = _conv_param(args["conv_param"], "conv_param",
+                         {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
+        w, shape = _plan_conv(shape, cp, "conv_param", None)
+        src = "input_dim=%r, conv_param=%r" % (list(args["input_dim"]), cp)
+        out += [("W1", w, src), ("b1", (w[0],), src)]
+        shape = _plan_pool(shape)
+        h = _positive_int(args["hidden_size"], "hidden_size")
+        o = _positive_int(args["output_size"], "output_size")
+        affine(2, math.prod(shape), h, src + ", " + show("hidden_size"))
+        affine(3, h, o, show("hidden_size", "output_size"))
+    else:   # DeepConvNet
+        shape = _input_dim(args["input_dim"])
+        src = "input_dim=%r" % (list(args["input_dim"]),)
+        for i, d in enumerate(DeepConvNet._DEFAULTS):
+            key = "conv_param_%d" % (i + 1)
+            cp = _conv_param(args[key], key, d)
+            w, shape = _plan_conv(shape, cp, key, None)
+            src += ", %s=%r" % (key, cp)
+            out += [("W%d" % (i + 1), w, src), ("b%d" % (i + 1), (w[0],), src)]
+            if i % 2 == 1:
+                shape = _plan_pool(shape)
+        h = _positive_int(args["hidden_size"], "hidden_size")
+        o = _positive_int(args["output_size"], "output_size")
+        affine(7, math.prod(shape), h, src + ", " + show("hidden_size"))
+        affine(8, h, o, show("hidden_size", "output_size"))
+    # state_dict's order: parameters, then buffers
+    return ([t for t in out if not t[0].startswith("running_")]
+            + [t for t in out if t[0].startswith("running_")])
+
+
+def state_shapes(config):
+    """``{name: shape}`` of the parameters and buffers (``state_dict`` keys) of the ready
+    net `config` describes, computed without building it: no array is allocated.
+    Invalid fields raise ValueError/TypeError naming the field."""
+    return {k: s for k, s, _ in _plan(config)}
+
+
+def _checked_plan(config):
+    """`_plan`, refused (ValueError naming the largest array and the fields it comes
+    from) when the net would hold more than `MAX_PARAMETERS` values."""
+    try:
+        plan = _plan(config)
+    except TypeError as e:
+        raise ValueError("can't rebuild %s from its config: %s"
+                         % (config.get("type"), e)) from None
+    total = sum(math.prod(s) for _, s, _ in plan)
+    if total > MAX_PARAMETERS:
+        k, s, src = max(plan, key=lambda t: math.prod(t[1]))
+        raise ValueError("%s's config declares %s parameter values, more than xpnet builds "
+                         "(MAX_PARAMETERS = %s): the largest, %s, has shape %s from %s"
+                         % (config.get("type"), format(total, ","),
+                            format(MAX_PARAMETERS, ","), k, s, src))
+    return plan
+
+
 def build_net(config, device=None, dtype=None):
-    """Rebuild a ready net from its ``config`` (as saved in a parameter file)."""
+    """Rebuild a ready net from its ``config`` (as saved in a parameter file). The
+    config's shapes are computed and checked first (`state_shapes`, `MAX_PARAMETERS`),
+    so a config declaring a huge net is refused before anything is allocated."""
+    _checked_plan(config)
     cfg = dict(config)
     name = cfg.pop("type", None)
     cls = NETS.get(name)
-    if cls is None:
-        raise ValueError("unknown network type %r; known: %s" % (name, ", ".join(NETS)))
     if dtype is not None:
         cfg["dtype"] = dtype
     if "input_dim" in cfg:
@@ -609,17 +790,34 @@ def build_net(config, device=None, dtype=None):
 
 
 def load_net(file_name, device=None, dtype=None):
-    """Rebuild a ready-made net from a parameter file and load its weights."""
-    path = os.fspath(file_name)
-    path = path if os.path.exists(path) else npz_path(path)
-    arrays, meta = load_arrays(path)
-    arch = meta.get("architecture")
-    if not arch:
-        raise ValueError("%s has no architecture metadata; build the net yourself and use "
-                         "net.load_params(...)" % path)
-    arch = dict(arch)
-    dt = dtype or arch.pop("dtype", None) or meta.get("dtype") or "float32"
-    arch.pop("dtype", None)
+    """Rebuild a ready-made net from a parameter file and load its weights.
+
+    Before any array data is read or any net is built: the metadata must be a JSON
+    object whose architecture is valid and within `MAX_PARAMETERS`, and the file's
+    arrays (from their .npy headers) must be exactly the parameters that architecture
+    has, with its shapes, in a float dtype. Values must then be finite. Every refusal
+    is a ValueError naming the file and the field or array."""
+    path = existing_npz_path(file_name)
+    with NpzReader(path) as r:
+        meta = r.meta
+        arch = meta.get("architecture")
+        if not arch:
+            raise ValueError("%s has no architecture metadata; build the net yourself and use "
+                             "net.load_params(...)" % path)
+        if not isinstance(arch, dict):
+            raise ValueError("%s: metadata field 'architecture' must be a JSON object, got %s"
+                             % (path, type(arch).__name__))
+        arch = dict(arch)
+        saved_dt = arch.pop("dtype", None) or meta.get("dtype") or "float32"
+        dt = _dtype_name(dtype) if dtype is not None else None   # the caller's: no prefix
+        try:
+            dt = dt or _dtype_name(saved_dt)
+            plan = _checked_plan(arch)
+        except (ValueError, TypeError) as e:
+            raise ValueError("%s: bad architecture metadata: %s" % (path, e)) from None
+        r.check_params({k: s for k, s, _ in plan}, arch["type"])
+        arrays = r.read()
+    check_finite(arrays, path)
     net = build_net(arch, device=device, dtype=dt)
     net.load_state_dict(arrays)
     return net

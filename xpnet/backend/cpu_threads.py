@@ -13,7 +13,8 @@ reports is held, NumPy's first; OpenMP runtimes are left alone.
 
 The thread count comes from ``XPNET_NUM_THREADS``, else from NumPy's BLAS's own count
 (``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or the core count) capped by the cores,
-and can be changed with `set_num_threads`. With one thread, or no BLAS whose count
+and can be changed with `set_num_threads`. ``XPNET_NUM_THREADS`` above 4 threads per
+usable core is capped there, with one warning. With one thread, or no BLAS whose count
 threadpoolctl can set (then `info()` says why), everything runs serially, as before.
 Results do not depend on timing, only on the thread count: slices are fixed ranges
 and their partial sums are added in a fixed order.
@@ -26,6 +27,7 @@ once); let a slice's error or Ctrl-C out before every slice has stopped writing.
 import contextlib
 import os
 import threading
+import warnings
 
 import numpy   # loads NumPy's BLAS before threadpoolctl looks for it
 
@@ -231,14 +233,30 @@ def _default_threads():
             raise ValueError("XPNET_NUM_THREADS must be a positive integer, got %r" % env) from None
         if n < 1:
             raise ValueError("XPNET_NUM_THREADS must be a positive integer, got %r" % env)
+        cap = _ENV_THREADS_PER_CORE * _usable_cores()
+        if n > cap:     # a typo or a cluster's setting: thousands of threads help nobody
+            if not _env_capped:
+                _env_capped.append(n)
+                warnings.warn("XPNET_NUM_THREADS=%d is more than %d threads per CPU core this "
+                              "process may use (%d cores); using %d"
+                              % (n, _ENV_THREADS_PER_CORE, _usable_cores(), cap),
+                              UserWarning, stacklevel=3)
+            n = cap
         return n
     if not _find_blas():
         return 1
+    return max(1, min(int(_blas_threads()), _usable_cores()))
+
+
+_ENV_THREADS_PER_CORE = 4   # XPNET_NUM_THREADS is capped at this many per usable core
+_env_capped = []            # a capped value was warned about (once per process)
+
+
+def _usable_cores():
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(int(_blas_threads()), cores))
+        return os.cpu_count() or 1
 
 
 def get_num_threads():

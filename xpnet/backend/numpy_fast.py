@@ -209,7 +209,7 @@ def conv2d_forward(x, W, b, stride=1, pad=0, workspace=None):
     (one per layer) lets the large column buffers be reused between steps."""
     FN, C, kh, kw = W.shape
     W2 = W.reshape(FN, -1)
-    N, _, _, _, _, _, _, _, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "im2col")
+    N, _, _, _, _, _, _, _, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "Convolution")
     y = xp.empty((N, FN, oh, ow), dtype=xp.result_type(x.dtype, W.dtype))
     bias = None if b is None else b.reshape(FN, 1)
 

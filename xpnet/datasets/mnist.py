@@ -74,6 +74,14 @@ class FileSpec:
             n *= s
         return 4 + 4 * len(self.shape) + n
 
+    @property
+    def max_size(self) -> int:
+        """The largest acceptable file as stored: the IDX file gzip-compressed at
+        worst (deflate's stored blocks, zlib's compressBound) plus 64 KiB for gzip
+        header fields.  Downloads stop past it; larger local files are not read."""
+        n = self.raw_size
+        return n + n // 4096 + n // 16384 + 13 + 18 + 65536
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -240,7 +248,14 @@ def _accepted(fs: FileSpec, checksums: Optional[Checksums]) -> Tuple[set, Option
 
 def _load_checked(path: Path, fs: FileSpec, checksums: Optional[Checksums]) -> np.ndarray:
     """Read, verify and parse one file; ``ValueError`` says why it is rejected."""
-    data = path.read_bytes()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > fs.max_size:   # never read a huge file into memory to hash it
+            raise ValueError(f"{size} bytes, larger than any valid {fs.filename} "
+                             f"({fs.max_size} bytes at most)")
+        data = f.read(fs.max_size + 1)
+    if len(data) > fs.max_size:  # grew while being read
+        raise ValueError(f"larger than any valid {fs.filename} ({fs.max_size} bytes at most)")
     accepted, raw_hash = _accepted(fs, checksums)
     digest = hashlib.sha256(data).hexdigest()
     # With checksums= (tests), only the number of items may differ.
@@ -358,7 +373,8 @@ def load_idx_dataset(
 
             try:
                 p = download_file(fs.filename, cache, urls, check, timeout=timeout,
-                                  progress=progress, unreachable=unreachable)
+                                  progress=progress, unreachable=unreachable,
+                                  max_bytes=fs.max_size)
                 found[role] = _load_checked(p, fs, checksums)
                 missing.remove(role)
             except DownloadError as e:

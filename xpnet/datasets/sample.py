@@ -7,6 +7,7 @@ Provenance and licence: ``xpnet/datasets/data/README.md``; built by
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,24 @@ SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "mnist_sample.npz"
 # Must match data/README.md; tools/make_mnist_sample.py prints it.
 SAMPLE_SHA256 = "63818dc867dd7ee1181196c2588842f34debadc19cc80dc16b1dc1401cbb62c4"
 SAMPLE_SIZE = 5000
+# The largest .npy member a sample file can need (uint8 images plus a header); a file
+# declaring more (a zip bomb) is refused before anything is decompressed.
+_MAX_MEMBER = SAMPLE_SIZE * 28 * 28 + 4096
+
+
+def _check_members(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise OSError(f"{path}: not a readable .npz file ({e})") from None
+    names = sorted(i.filename for i in infos)
+    if names != ["images.npy", "labels.npy"]:
+        raise OSError(f"{path}: expected the arrays images and labels, found {names[:10]}")
+    for i in infos:
+        if i.file_size > _MAX_MEMBER:
+            raise OSError(f"{path}: {i.filename} declares {i.file_size} bytes, more than a "
+                          f"{SAMPLE_SIZE}-image sample needs ({_MAX_MEMBER})")
 
 
 def sample_arrays(path: Path = SAMPLE_PATH):
@@ -28,8 +47,12 @@ def sample_arrays(path: Path = SAMPLE_PATH):
     if path == SAMPLE_PATH and digest != SAMPLE_SHA256:
         raise OSError(f"{path}: SHA-256 {digest} does not match the shipped sample "
                       f"({SAMPLE_SHA256}); reinstall xpnet")
-    with np.load(path, allow_pickle=False) as z:
-        images, labels = z["images"], z["labels"]
+    _check_members(Path(path))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise OSError(f"{path}: unreadable sample file ({type(e).__name__}: {e})") from None
     if (images.shape != (SAMPLE_SIZE, 28, 28) or images.dtype != np.uint8
             or labels.shape != (SAMPLE_SIZE,)):
         raise OSError(f"{path}: unexpected arrays {images.shape} {images.dtype} / {labels.shape}")

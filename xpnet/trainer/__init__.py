@@ -17,7 +17,8 @@ This file only re-exports the public names; it must hold no logic.
 """
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, find_checkpoint
 from .divergence import TrainingDivergedError
+from .folder import FolderInUseError
 from .loop import Trainer
 
-__all__ = ["Trainer", "TrainingDivergedError", "find_checkpoint", "CHECKPOINT_NAME",
-           "HISTORY_NAME"]
+__all__ = ["Trainer", "TrainingDivergedError", "FolderInUseError", "find_checkpoint",
+           "CHECKPOINT_NAME", "HISTORY_NAME"]

@@ -7,11 +7,12 @@ library and never call array methods (``a.sum()``, ``a.astype()``: array_api_str
 arrays have none).
 """
 
-from ..backend import asnumpy, device_of, dtype_name, namespace, to_device
+from ..backend import asnumpy, device_of, dtype_name, is_floating, namespace, to_device
 
 __all__ = ["network_device", "network_dtype", "device_name", "default_log_every", "place",
-           "indices_for", "take_batch", "read_back", "all_finite", "host_copy",
-           "load_params"]
+           "indices_for", "take_batch", "read_back", "all_finite", "first_non_finite", "host_copy",
+           "load_params", "output_size", "label_problem", "stored_array_problem",
+           "permutation_problem", "host_int_array"]
 
 _ACCELERATOR_LOG_EVERY = 50   # each read-back is a device sync; batch them off the host
 _DEVICE_DATA_LIMIT = 1 << 30  # copy data sets up to 1 GiB to the device once
@@ -87,6 +88,14 @@ def all_finite(arrays):
     return True
 
 
+def first_non_finite(named):
+    """The name of the first array in the dict `named` holding a NaN or an infinity, or None."""
+    for k, a in named.items():
+        if not all_finite([a]):
+            return k
+    return None
+
+
 def host_copy(params):
     """Host NumPy copies of a dict of arrays (a book-style net's checkpoint state)."""
     return {k: asnumpy(v).copy() for k, v in params.items()}
@@ -106,3 +115,113 @@ def load_params(params, host_arrays, device):
         p = params[k]
         xp = namespace(p)
         p[...] = xp.astype(to_device(a, device), p.dtype, copy=False)
+
+
+# ------------------------------------------------------------------ checks on data
+# Each returns None, or what is wrong as text for the caller's error message.
+
+def output_size(net, x_sample):
+    """The number of classes `net` predicts: its ``config['output_size']`` (xpnet's nets),
+    else the width of ``net.predict`` on one sample, else None (not known)."""
+    n = (getattr(net, "config", None) or {}).get("output_size")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    predict = getattr(net, "predict", None)
+    if predict is None:
+        return None
+    try:
+        y = predict(x_sample)
+    except Exception:       # a book-style net with its own idea of predict: don't guess
+        return None
+    shape = tuple(getattr(y, "shape", ()))
+    return int(shape[-1]) if len(shape) == 2 else None
+
+
+def _index(i, shape):
+    """Flat index `i` as ``[r]`` or ``[r, c]``."""
+    if len(shape) == 1:
+        return "[%d]" % i
+    return "[%d, %d]" % (i // shape[1], i % shape[1])
+
+
+def _first(xp, bad):
+    """The flat index of the first True in `bad` (one read-back), or None."""
+    flat = xp.reshape(bad, (-1,))
+    if not bool(xp.any(flat)):
+        return None
+    return int(xp.argmax(xp.astype(flat, xp.int8)))
+
+
+def label_problem(t, n_classes, name):
+    """Checks labels once, where they are: integer class indices in ``[0, n_classes)``
+    (`n_classes` None: only >= 0), or one-hot/soft rows of `n_classes` values in [0, 1]."""
+    xp = namespace(t)
+    shape = tuple(t.shape)
+    if len(shape) == 1:
+        if not xp.isdtype(t.dtype, "integral"):
+            return ("%s must hold integer class labels (or one-hot rows), got dtype %s"
+                    % (name, dtype_name(t.dtype)))
+        bad = t < 0 if n_classes is None else (t < 0) | (t >= n_classes)
+        i = _first(xp, bad)
+        if i is not None:
+            flat = xp.reshape(t, (-1,))
+            return ("%s%s = %d is not a class label: labels must be in [0, %s)%s"
+                    % (name, _index(i, shape), int(flat[i]),
+                       "n_classes" if n_classes is None else n_classes,
+                       "" if n_classes is None else " (the network has %d outputs)" % n_classes))
+        return None
+    if len(shape) == 2:
+        if n_classes is not None and shape[1] != n_classes:
+            return ("%s has one-hot rows of %d values, but the network has %d outputs"
+                    % (name, shape[1], n_classes))
+        if not xp.isdtype(t.dtype, ("integral", "real floating")):
+            return ("%s must hold one-hot or soft targets (real numbers), got dtype %s"
+                    % (name, dtype_name(t.dtype)))
+        i = _first(xp, ~((t >= 0) & (t <= 1)))      # NaN fails both comparisons
+        if i is not None:
+            flat = xp.reshape(t, (-1,))
+            return ("%s%s = %r is not a one-hot or soft target value: they must be in [0, 1]"
+                    % (name, _index(i, shape), float(flat[i])))
+        return None
+    return ("%s must be 1-D class labels or 2-D one-hot rows, got shape %s"
+            % (name, shape))
+
+
+def stored_array_problem(a, shape=None):
+    """A floating-point array loaded from a checkpoint: dtype, shape, finiteness."""
+    if not is_floating(a):
+        return "has dtype %s; expected floating-point numbers" % dtype_name(a.dtype)
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        return "has shape %s; expected %s" % (tuple(a.shape), tuple(shape))
+    if not all_finite([a]):
+        return "holds NaN or infinite values"
+    return None
+
+
+def permutation_problem(perm, n):
+    """`perm` must hold each of ``0..n-1`` exactly once (a shuffled epoch's order)."""
+    shape = tuple(getattr(perm, "shape", ()))
+    xp = namespace(perm)
+    if len(shape) != 1 or not xp.isdtype(perm.dtype, "integral"):
+        return ("must be a 1-D integer array, got dtype %s and shape %s"
+                % (dtype_name(perm.dtype), shape))
+    if shape[0] != n:
+        return "has %d entries; expected %d (train_size)" % (shape[0], n)
+    i = _first(xp, (perm < 0) | (perm >= n))
+    if i is not None:
+        return "holds %d at index %d, outside [0, %d)" % (int(perm[i]), i, n)
+    s = xp.sort(perm)
+    i = _first(xp, s != xp.arange(n, dtype=s.dtype))
+    if i is not None:
+        # s[:i] is 0..i-1, so s[i] is either i-1 again (a repeat) or past a missing i
+        v = int(s[i])
+        if v < i:
+            return ("is not a permutation of 0..%d: %d appears %d times"
+                    % (n - 1, v, int(xp.sum(xp.astype(perm == v, xp.int64)))))
+        return "is not a permutation of 0..%d: %d is missing" % (n - 1, i)
+    return None
+
+
+def host_int_array(a):
+    """A host NumPy int64 copy of a checked permutation."""
+    return asnumpy(a).astype("int64", copy=True)

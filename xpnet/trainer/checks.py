@@ -5,11 +5,12 @@ Python values and array shapes; it must never read, copy or move array data.
 """
 import json
 import operator
+import os
 
 from ..optimizers import Optimizer, get_optimizer
 
 __all__ = ["count", "optional_count", "check_data", "make_optimizer", "steps_per_epoch",
-           "json_dict"]
+           "json_dict", "callback", "file_path"]
 
 
 def count(v, name, minimum=1):
@@ -74,3 +75,18 @@ def json_dict(v, name):
     except TypeError as e:
         raise TypeError("Trainer: %s must be JSON-serialisable: %s" % (name, e)) from None
     return d
+
+
+def callback(f, name):
+    """None or a callable (checked now, not at the first step or epoch)."""
+    if f is not None and not callable(f):
+        raise TypeError("Trainer: %s must be a function or None, got %r" % (name, f))
+    return f
+
+
+def file_path(path, name):
+    """A path a file will be written to: not an existing directory."""
+    if path is not None and os.path.isdir(path):
+        raise IsADirectoryError("Trainer: %s %s is a directory; give a file name, such as %s"
+                                % (name, path, os.path.join(path, "history.json")))
+    return path

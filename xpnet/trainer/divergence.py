@@ -25,14 +25,19 @@ def first_non_finite(values):
     return None
 
 
-def diverged_error(what, step, iter_per_epoch, log_every, epochs_done, last_checkpoint,
+def diverged_error(what, step, iter_per_epoch, log_every, checkpoint_at, last_checkpoint,
                    checkpoint_dir):
-    """The `TrainingDivergedError` for `what` found at global `step` (1-based)."""
+    """The `TrainingDivergedError` for `what` found at global `step` (1-based).
+    `checkpoint_at` is ``(epochs done, steps into the next, steps)`` of
+    `last_checkpoint`, which the trainer only ever sets to a state without NaN/Inf."""
     epoch = (step - 1) // iter_per_epoch + 1
     batch = (step - 1) % iter_per_epoch + 1
     if last_checkpoint:
-        where = ("last good checkpoint: %s (after epoch %d); resume from it with a lower "
-                 "learning rate" % (last_checkpoint, epochs_done))
+        done, pos, at_step = checkpoint_at
+        when = ("after epoch %d, step %d" % (done, at_step) if not pos else
+                "at step %d, epoch %d batch %d" % (at_step, done + 1, pos))
+        where = ("last good checkpoint: %s (%s); resume from it with a lower learning rate"
+                 % (last_checkpoint, when))
     elif checkpoint_dir:
         where = "no checkpoint was written yet (it is written at the end of each epoch)"
     else:

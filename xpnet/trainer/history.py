@@ -12,9 +12,11 @@ from ..version import __version__
 from ..serialization import atomic_write_bytes
 from .arrays import device_name, network_dtype
 
-__all__ = ["config", "new", "add_losses", "add_epoch", "strict", "json_bytes", "write", "restored_lists"]
+__all__ = ["config", "new", "add_losses", "add_epoch", "strict", "json_bytes", "write",
+           "restored_lists", "LISTS"]
 
 _LISTS = ("train_loss", "train_acc", "test_acc", "epoch_seconds", "eval_seconds")
+LISTS = _LISTS   # the per-step and per-epoch lists (checkpoint.restore checks them)
 
 
 def config(tr):

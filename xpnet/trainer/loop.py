@@ -5,9 +5,11 @@ It must never operate on arrays itself (only through `arrays`, so any Array API
 library works) nor hold a second copy of the step logic: every step goes through
 `train_step`.
 """
+import contextlib
 import time
 
-from . import arrays, checkpoint, checks, divergence, history, interrupt, streams
+from .. import distributed
+from . import arrays, checkpoint, checks, divergence, folder, history, interrupt, streams
 from . import progress as report   # `progress` is also an argument name
 
 __all__ = ["Trainer"]
@@ -22,7 +24,13 @@ class Trainer:
     seed, checkpoint_dir, resume (``epochs`` is the total), history_path, progress,
     log (default print), eval_batch_size, log_every (steps between reading losses
     back: 1 on the host, 50 on an accelerator), drop_last, data_on_device, on_step and
-    on_epoch (``f(trainer)``), run_info (a JSON-able dict stored with the history).
+    on_epoch (``f(trainer)``), run_info (a JSON-able dict stored with the history), comm
+    (an `xpnet.distributed` communicator: data-parallel over its ranks, docs/distributed.md).
+
+    Labels are checked once, here: integer classes in ``[0, outputs)`` or one-hot rows.
+    While it writes (all of `train`, or one write outside it) the trainer holds an OS
+    lock on ``checkpoint_dir``, so a second run into the same folder is refused
+    (`FolderInUseError`, naming the first); taking it removes xpnet's stale temporaries.
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
@@ -30,8 +38,13 @@ class Trainer:
                  verbose=True, *, seed=None, checkpoint_dir=None, resume=None, history_path=None,
                  progress=None, log=print, eval_batch_size=None, log_every=None,
                  drop_last=False, data_on_device=None, on_step=None, on_epoch=None,
-                 run_info=None):
+                 run_info=None, comm=None):
         checks.check_data(x_train, t_train, x_test, t_test)
+        n_classes = arrays.output_size(network, x_train[:1, ...])
+        for name, t in (("t_train", t_train), ("t_test", t_test)):
+            problem = arrays.label_problem(t, n_classes, name)
+            if problem:
+                raise ValueError("Trainer: " + problem)
         self.network, self.verbose = network, bool(verbose)
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
         self.epochs = checks.count(epochs, "epochs", minimum=0)
@@ -52,10 +65,25 @@ class Trainer:
         self._net_keeps_loss = hasattr(network, "last_loss")
         self.log_every = checks.count(arrays.default_log_every(self.device)
                                       if log_every is None else log_every, "log_every")
-        self.progress, self.log, self.on_step, self.on_epoch = progress, log, on_step, on_epoch
+        self.progress, self.log = progress, checks.callback(log, "log")
+        self.on_step = checks.callback(on_step, "on_step")
+        self.on_epoch = checks.callback(on_epoch, "on_epoch")
         self.seed, self.run_info = seed, checks.json_dict(run_info, "run_info")
+        self.comm, self._writes = comm, comm is None or comm.rank == 0
+        if comm is not None:    # data-parallel: every rank runs this loop, rank 0 reports
+            distributed.check_batch(self.batch_size, self.train_size, self.drop_last, comm)
+            self.seed = seed = distributed.agree_seed(seed, comm)
+            if not self._writes:
+                self.verbose, self.progress = False, False
         self.checkpoint_dir, self.history_path = checkpoint.paths(checkpoint_dir, history_path)
-        self._rng = streams.shuffle_rng(seed)
+        checks.file_path(self.history_path, "history_path")
+        self._folder = (folder.FolderLock(self.checkpoint_dir, "checkpoint_dir")
+                        if self.checkpoint_dir is not None and self._writes else None)
+        self._rng = streams.shuffle_rng(seed)       # the same order on every rank
+        self._dist, self._stop_agreed = None, False
+        if comm is not None:
+            distributed.fork_rank_stream(comm, seed)    # dropout masks differ per rank
+            self._dist = distributed.DistributedOptimizer(self.optimizer, comm)
         self.data_on_device, (self._xtr, self._ttr, self._xte, self._tte) = arrays.place(
             (x_train, t_train, x_test, t_test), self.device, data_on_device)
         self.current_iter = 0       # optimizer steps done
@@ -69,9 +97,12 @@ class Trainer:
         self._stop = interrupt.StopOnSigint(announce=self.verbose)
         self._bar = report.NO_BAR
         self.last_checkpoint = self.interrupt_checkpoint = None
+        self._last_checkpoint_at = None     # (epoch, pos_in_epoch, step) of last_checkpoint
         self.history = history.new(history.config(self))
         if resume is not None:
             self.load_checkpoint(resume)
+        if comm is not None:
+            distributed.broadcast_params(network, comm)
 
     # The book's lists, kept in the history.
     train_loss_list = property(lambda self: self.history["train_loss"])
@@ -85,7 +116,35 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def train(self):
         """Train until ``epochs`` epochs are done; returns the history dict."""
+        done, pos = self.current_epoch, self._pos
+        if done > self.epochs or (done == self.epochs and pos):
+            raise ValueError(
+                "Trainer: epochs=%d is the total number of epochs, but %d epoch%s%s already "
+                "done%s; pass epochs=%d or more to train further"
+                % (self.epochs, done, "" if done == 1 else "s",
+                   " and %d step%s are" % (pos, "" if pos == 1 else "s") if pos
+                   else (" is" if done == 1 else " are"),
+                   " (resumed from %s)" % self.history["resumed_from"]
+                   if self.history.get("resumed_from") else "", done + 1))
+        with self._owning_folder():
+            return self._train()
+
+    @contextlib.contextmanager
+    def _owning_folder(self):
+        """Hold checkpoint_dir's lock for the block (nothing to do without one, or
+        when it is held already)."""
+        if self._folder is None or self._folder.held:
+            yield
+            return
+        self._folder.acquire()
+        try:
+            yield
+        finally:
+            self._folder.release()
+
+    def _train(self):
         self.history["status"] = "running"
+        self._stop_agreed = False
         self.history["config"]["epochs"] = self.epochs
         self._in_step = False
         try:
@@ -93,7 +152,8 @@ class Trainer:
                 if self.current_epoch == 0 and self._pos == 0:
                     self._say(report.start_line(
                         type(self.network).__name__, self.train_size, self.iter_per_epoch,
-                        self.batch_size, self.epochs, arrays.device_name(self.device)))
+                        self.batch_size, self.epochs, arrays.device_name(self.device)
+                        + ("" if self.comm is None else " (rank 0 of %d)" % self.comm.size)))
                 while self.current_epoch < self.epochs:
                     self._run_epoch()
         except KeyboardInterrupt:
@@ -129,7 +189,8 @@ class Trainer:
         epoch = self.current_epoch
         while self.current_epoch == epoch:
             self.train_step()
-            if self._stop.requested:     # the first Ctrl-C: stop between steps
+            # the first Ctrl-C: stop between steps (all ranks after the same step)
+            if self._stop_agreed if self._dist is not None else self._stop.requested:
                 raise KeyboardInterrupt
 
     def _begin_epoch(self):
@@ -140,13 +201,20 @@ class Trainer:
         if self._idx is None:
             self._idx = arrays.indices_for(self._perm, (self._xtr, self._ttr))
         lo = self._pos * self.batch_size
-        xb, tb = arrays.take_batch((self._xtr, self._ttr), self._idx, lo,
-                                   min(lo + self.batch_size, self.train_size), self.device)
+        hi = min(lo + self.batch_size, self.train_size)
+        if self._dist is not None:      # this rank's rows of the global batch
+            lo, hi, share = distributed.batch_slice(lo, hi, self.comm)
+        xb, tb = arrays.take_batch((self._xtr, self._ttr), self._idx, lo, hi, self.device)
         self._in_step = True
         net = self.network
         grads = net.gradient(xb, tb)
         loss = net.last_loss if self._net_keeps_loss else net.loss(xb, tb)
-        self.optimizer.update(net.params, grads)
+        if self._dist is None:
+            self.optimizer.update(net.params, grads)
+        else:   # one all-reduce: the gradients, the global loss, the ranks' stop requests
+            loss, stop = self._dist.update(net.params, grads, share,
+                                           (loss, float(self._stop.requested)))
+            self._stop_agreed = stop > 0
         self._pending.append(loss)
         self._pos += 1
         self.current_iter += 1
@@ -168,19 +236,25 @@ class Trainer:
         self.history["status"] = "diverged"
         self._save_history()
         raise divergence.diverged_error(what, step, self.iter_per_epoch, self.log_every,
-                                        self.current_epoch, self.last_checkpoint,
+                                        self._last_checkpoint_at, self.last_checkpoint,
                                         self.checkpoint_dir)
 
     def _accuracy(self, x, t, n=None):
         # `[:n, ...]`: the Array API wants every axis (or an ellipsis) indexed
+        if self.comm is not None:       # each rank its part, the counts summed
+            return distributed.accuracy(self.network, x[:n, ...], t[:n, ...], self.comm,
+                                        self.eval_batch_size)
         return self.network.accuracy(x[:n, ...], t[:n, ...], batch_size=self.eval_batch_size)
 
     def _end_epoch(self):
         self._flush()
         self._bar.close()
+        if self.comm is not None:       # one set of BatchNorm statistics to evaluate with
+            distributed.average_buffers(self.network, self.comm)
         # Once per epoch: a NaN made by the epoch's last update shows up only here.
-        if not arrays.all_finite(self.network.params.values()):
-            self._diverged("a parameter is NaN or infinite", self.current_iter)
+        bad = arrays.first_non_finite(checkpoint.live_state(self.network))
+        if bad is not None:
+            self._diverged("%r is NaN or infinite" % bad, self.current_iter)
         t0, n = time.perf_counter(), self.evaluate_sample_num_per_epoch
         train_acc = self._accuracy(self._xtr, self._ttr, n)
         test_acc = self._accuracy(self._xte, self._tte, n)
@@ -215,7 +289,10 @@ class Trainer:
         if in_step:   # parameters may be half-updated: keep the last good checkpoint
             self._pending = []
         else:
-            self._flush()
+            self._flush()       # a NaN loss raises TrainingDivergedError here
+            bad = arrays.first_non_finite(checkpoint.live_state(self.network))
+            if bad is not None:     # never save it, never call it good: training diverged
+                self._diverged("%r is NaN or infinite" % bad, self.current_iter)
             if self.checkpoint_dir is not None:
                 saved = self.interrupt_checkpoint = self.save_checkpoint()
         msg = interrupt.stop_message(in_step, self.current_iter, self.current_epoch + 1,
@@ -226,18 +303,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def _save_history(self):
-        if self.history_path is not None:
-            history.write(self.history_path, self.history)
+        if self.history_path is not None and self._writes:
+            with self._owning_folder():
+                history.write(self.history_path, self.history)
 
     def save_checkpoint(self, path=None):
         """Write the whole training state atomically (``.npz`` arrays + ``.json`` meta, no
-        pickle); returns the ``.npz`` path. Default: ``checkpoint_dir/checkpoint.npz``."""
-        self.last_checkpoint = checkpoint.save(self, path)
+        pickle); returns the ``.npz`` path. Default: ``checkpoint_dir/checkpoint.npz``.
+        A state with a NaN or Inf is refused (ValueError), so a checkpoint is always good.
+        With a `comm`, every rank calls it (BatchNorm statistics are averaged) and rank 0
+        writes."""
+        if self.comm is not None:
+            distributed.average_buffers(self.network, self.comm)
+        if self._writes:
+            with self._owning_folder():
+                self.last_checkpoint = checkpoint.save(self, path)
+        if self.comm is not None:
+            self.last_checkpoint = self.comm.bcast_object(self.last_checkpoint,
+                                                          what="writing a checkpoint")
+        self._last_checkpoint_at = (self.current_epoch, self._pos, self.current_iter)
         return self.last_checkpoint
 
     def load_checkpoint(self, path):
         """Restore everything `save_checkpoint` wrote; training continues where it stopped."""
         self.last_checkpoint = checkpoint.restore(self, path)
+        if self.comm is not None:       # the file holds one dropout stream: fork it per rank
+            distributed.fork_rank_stream(self.comm)
+        self._last_checkpoint_at = (self.current_epoch, self._pos, self.current_iter)
         self._say("resumed from %s at epoch %d, step %d"
                   % (self.last_checkpoint, self.current_epoch, self.current_iter))
         return self

@@ -6,7 +6,7 @@ every device. This module must never draw numbers itself or touch the net's arra
 """
 from ..backend import host_rng, new_host_rng, seed as seed_xpnet
 
-__all__ = ["shuffle_rng", "state", "restore"]
+__all__ = ["shuffle_rng", "state", "check", "restore"]
 
 
 def shuffle_rng(seed):
@@ -21,6 +21,23 @@ def shuffle_rng(seed):
 def state(shuffle):
     """JSON-able states of both streams (NumPy bit-generator dicts)."""
     return {"shuffle": shuffle.bit_generator.state, "host": host_rng().bit_generator.state}
+
+
+def check(shuffle, st):
+    """What is wrong with the stored states `st` (text naming the field), or None.
+    Each state is tried on a new generator of the same kind; nothing is changed."""
+    if not isinstance(st, dict):
+        return "rng must be an object with 'shuffle' and 'host' states, got %r" % (st,)
+    for name, gen in (("shuffle", shuffle), ("host", host_rng())):
+        kind = type(gen.bit_generator)
+        if name not in st:
+            return "rng/%s is missing" % name
+        try:
+            kind().state = st[name]
+        except Exception as e:     # NumPy raises TypeError, ValueError or KeyError here
+            return ("rng/%s is not a valid %s state (%s: %s)"
+                    % (name, kind.__name__, type(e).__name__, e))
+    return None
 
 
 def restore(shuffle, st):
