@@ -178,3 +178,43 @@ def test_fold_book_dropout_reproduces_test_time_scaling():
         h = h * 0.7 if isinstance(layer, L.Dropout) else layer.forward(h, False)
     net.load_state_dict(fold_book_dropout(net, params))
     np.testing.assert_allclose(net.predict(x), h, rtol=1e-12)
+
+
+def test_save_params_with_the_books_pkl_name_writes_npz_and_says_so(tmp_path):
+    net = xpnet.TwoLayerNet(4, 3, 2, seed=0)
+    with pytest.warns(UserWarning, match=r"xpnet writes no pickles; wrote .*params\.npz"):
+        path = net.save_params(str(tmp_path / "params.pkl"))
+    assert path.endswith("params.npz") and not (tmp_path / "params.pkl").exists()
+    other = xpnet.TwoLayerNet(4, 3, 2, seed=1)
+    other.load_params(str(tmp_path / "params.pkl"))          # the book's next script's line
+    np.testing.assert_array_equal(other.params["W1"], net.params["W1"])
+
+
+def test_load_params_reads_the_books_pickle(tmp_path):
+    net = xpnet.SimpleConvNet(seed=3, dtype="float64")
+    book = {k: np.array(v, copy=True) for k, v in net.params.items()}
+    path = _book_pickle(tmp_path, book)
+    other = xpnet.SimpleConvNet(seed=4)
+    other.load_params(str(path))
+    for k in book:
+        np.testing.assert_allclose(other.params[k], book[k], rtol=1e-6)
+
+
+def test_xpnet_convert(tmp_path, capsys):
+    from xpnet import cli
+    net = xpnet.SimpleConvNet(seed=3, dtype="float64")          # the book's ch07 shapes
+    src = _book_pickle(tmp_path, {k: np.array(v) for k, v in net.params.items()})
+    assert cli.main(["convert", str(src), str(tmp_path / "new.npz")]) == 0
+    again = xpnet.load_net(tmp_path / "new.npz")
+    assert type(again).__name__ == "SimpleConvNet"
+    x = np.random.default_rng(0).random((3, 1, 28, 28))
+    np.testing.assert_allclose(again.predict(x), net.predict(x), rtol=1e-4, atol=1e-6)
+    _Boom.marker = str(tmp_path / "ran")
+    evil = _book_pickle(tmp_path, {"W1": _Boom()}, name="evil.pkl")
+    assert cli.main(["convert", str(evil), str(tmp_path / "evil.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "refusing" in err and "Traceback" not in err
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "evil.npz").exists()
+    odd = _book_pickle(tmp_path, {"W1": np.zeros((3, 3, 3))}, name="odd.pkl")
+    assert cli.main(["convert", str(odd), str(tmp_path / "odd.npz")]) == 1
+    assert "no ready net of xpnet has exactly these parameters" in capsys.readouterr().err

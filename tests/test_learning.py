@@ -1,5 +1,4 @@
 """Tiny end-to-end learning runs: the pieces together actually learn."""
-import time
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ def test_multilayer_net_learns_rings(backend):
     x_test, t_test = rings(rng, 100)
     net = xpnet.MultiLayerNet(2, [32, 32], 3, seed=1, device=backend.device)
     opt = xpnet.Adam(lr=0.01)
-    start = time.perf_counter()
     assert net.accuracy(x_test, t_test) < 0.7          # not solved before training
     for it in range(400):
         idx = rng.choice(len(t), 50, replace=False)
@@ -36,7 +34,6 @@ def test_multilayer_net_learns_rings(backend):
     acc = net.accuracy(x_test, t_test)
     assert acc >= 0.95, acc
     assert net.accuracy(x, t) >= 0.95
-    assert time.perf_counter() - start < 30
 
 
 def test_simple_conv_net_loss_decreases_on_mnist_sample(backend):

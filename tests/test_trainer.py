@@ -244,6 +244,8 @@ def test_ctrl_c_writes_a_consistent_checkpoint(tmp_path, capsys):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32",
                     reason="needs POSIX signals")
+@pytest.mark.skipif(hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                    reason="SIGINT is ignored in this process (a shell's background job)")
 def test_real_sigint_stops_after_the_current_step(tmp_path):
     def send_sigint(tr):
         if tr.current_iter == 3:

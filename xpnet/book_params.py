@@ -139,3 +139,4 @@ def _weight_names(net):
     for name, (layer, local) in net._names.items():
         by_layer.setdefault(id(layer), (layer, {}))[1][local] = name
     return [v for v in by_layer.values() if "W" in v[1]]
+

@@ -1,10 +1,11 @@
-"""The ``xpnet`` command: ``train``, ``eval``, ``explain``, ``export``, ``info``, ``bench``.
+"""The ``xpnet`` command: ``train``, ``eval``, ``convert``, ``explain``, ``export``, ``info``, ``bench``.
 
     xpnet train                      # SimpleConvNet on MNIST (or the embedded sample)
     xpnet train --model deep_conv --dataset fashion-mnist --device gpu --epochs 10
     xpnet eval runs/simple_conv-mnist-sample/params.npz
     xpnet explain runs/simple_conv-mnist-sample --method gradcam --images 16
     xpnet export runs/simple_conv-mnist-sample --format onnx -o model.onnx
+    xpnet convert deep_convnet_params.pkl deep_convnet.npz   # the book's pickles, safely
     xpnet info
 
 See docs/training.md. `main(argv)` returns the exit status (0 ok, 1 failure,
@@ -164,6 +165,21 @@ def build_parser(bench=None):
                    help="default: the parameter file's (onnxruntime's CPU Conv is float32 only)")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("convert", help="turn one of the book's pickled parameter files into "
+                       "an xpnet .npz",
+                       description="Read a pickled parameter dict as the book saves it "
+                       "(deep_convnet_params.pkl, params.pkl) with an unpickler that builds "
+                       "NumPy arrays only, work out which ready net it fits, and write it as "
+                       "an xpnet parameter file (.npz + .json, no pickle). The book's "
+                       "test-time Dropout scaling is folded into the weights.")
+    c.add_argument("src", metavar="OLD.pkl")
+    c.add_argument("dst", metavar="NEW.npz")
+    c.add_argument("--activation", choices=("relu", "sigmoid", "tanh"), default=None,
+                   help="for fully connected nets: the activation they were trained with "
+                   "(the file doesn't say; default relu; the book's ch03 weights: sigmoid)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_convert)
 
     _add_explain_parser(sub)
 
@@ -757,6 +773,41 @@ def cmd_export(args):
          % (path, type(net).__name__, out, model.opset_import[0].version, g.input[0].name,
             net.config.get("dtype", ""), _onnx_shape(g.input[0]), g.output[0].name,
             _onnx_shape(g.output[0])))
+    return 0
+
+
+def cmd_convert(args):
+    from . import book_params
+    from .nets import build_net, config_for_shapes
+
+    if not os.path.isfile(args.src):
+        raise _CLIError("not a file: %s" % args.src)
+    if not book_params.is_pickle(args.src):
+        raise _CLIError("%s is not a pickle (an xpnet .npz needs no converting)" % args.src)
+    try:
+        arrays = book_params.load_book_params(args.src)
+    except ValueError as e:
+        raise _CLIError(str(e)) from None
+    config = config_for_shapes({k: tuple(v.shape) for k, v in arrays.items()})
+    if config is None:
+        raise _CLIError("%s holds %s: no ready net of xpnet has exactly these parameters"
+                        % (args.src, ", ".join("%s %s" % (k, tuple(v.shape))
+                                               for k, v in arrays.items())))
+    if args.activation:
+        if config["type"] not in ("MultiLayerNet",):
+            raise _CLIError("--activation is for fully connected nets; %s fits %s"
+                            % (args.src, config["type"]))
+        config["activation"] = args.activation
+    net = build_net(config, device="cpu")
+    try:
+        net.load_state_dict(book_params.fold_book_dropout(net, arrays))
+    except ValueError as e:
+        raise _CLIError("%s: %s" % (args.src, e)) from None
+    dst = args.dst if args.dst.endswith(".npz") else args.dst + ".npz"
+    net.save_params(dst, {"converted_from": os.path.basename(args.src)})
+    _say(args, "%s -> %s (%s, %s)" % (args.src, dst, config["type"],
+                                     ", ".join("%s %s" % (k, tuple(v.shape))
+                                               for k, v in arrays.items())))
     return 0
 
 

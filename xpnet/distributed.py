@@ -519,18 +519,20 @@ def average_buffers(net, comm):
     return len(arrays)
 
 
-def accuracy(net, x, t, comm, batch_size=100):
+def accuracy(net, x, t, comm, batch_size=100, measure=None):
     """The fraction of `x` the net classifies right, each rank evaluating its own part
     (`shard`) and the counts summed: the same number on every rank, and as one
-    process computes it."""
+    process computes it. `measure(x, t, batch_size)` gives a part's fraction (default:
+    ``net.accuracy``)."""
+    if measure is None:
+        measure = lambda xs, ts, bs: net.accuracy(xs, ts, batch_size=bs)   # noqa: E731
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("accuracy: empty input")
     lo, hi = shard(n, comm)
     correct = 0
     if hi > lo:
-        correct = round(net.accuracy(x[lo:hi, ...], t[lo:hi, ...], batch_size=batch_size)
-                        * (hi - lo))
+        correct = round(measure(x[lo:hi, ...], t[lo:hi, ...], batch_size) * (hi - lo))
     total = comm.allreduce(numpy.array([float(correct)]), "summing the accuracy counts")
     return float(total[0]) / n
 

@@ -7,9 +7,10 @@ grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 import contextlib
 import inspect
 import math
+import os
 import threading
 
-from . import backend
+from . import backend, book_params
 from . import functions as F
 from . import layers as L
 from .backend import asnumpy, current_device, device_of, get_device, to_device
@@ -20,8 +21,8 @@ from .serialization import (MAX_MEMBERS, NpzReader, check_finite, existing_npz_p
 from .validate import positive_int as _positive_int
 
 __all__ = ["Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
-           "DeepConvNet", "init_std", "NETS", "build_net", "load_net", "state_shapes",
-           "MAX_PARAMETERS"]
+           "DeepConvNet", "init_std", "NETS", "build_net", "load_net", "config_for_shapes",
+           "state_shapes", "MAX_PARAMETERS"]
 
 _DTYPES = ("float32", "float64", "float16")
 
@@ -374,7 +375,19 @@ class Sequential:
         return save_net(self, file_name, extra_meta)
 
     def load_params(self, file_name):
-        return load_into(self, file_name)
+        """Load a parameter file written by `save_params`, or one of the book's pickled
+        ``.pkl`` files (read by an arrays-only unpickler, with the book's test-time Dropout
+        scaling folded into the weights). For a ``.pkl`` name that isn't there, the
+        ``.npz`` that `save_params` wrote in its place is loaded."""
+        path = os.fspath(file_name)
+        if path.endswith(".pkl"):
+            if os.path.isfile(path) and book_params.is_pickle(path):
+                arrays = book_params.load_book_params(path)
+                self.load_state_dict(book_params.fold_book_dropout(self, arrays))
+                return self
+            if not os.path.lexists(path):
+                path = path[:-len(".pkl")] + ".npz"
+        return load_into(self, path)
 
     def __repr__(self):
         body = "\n".join("  " + repr(l) for l in self.layers + [self.last_layer])
@@ -744,6 +757,34 @@ def _plan(config):
     # state_dict's order: parameters, then buffers
     return ([t for t in out if not t[0].startswith("running_")]
             + [t for t in out if t[0].startswith("running_")])
+
+
+def config_for_shapes(shapes, input_dim=(1, 28, 28)):
+    """The config of a ready net whose parameters have exactly these ``{name: shape}``
+    (a parameter file without an architecture, such as the book's pickles): the book's
+    DeepConvNet and SimpleConvNet for `input_dim` images, then the fully connected nets.
+    None when none fits."""
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    W = [shapes.get("W%d" % i) for i in range(1, len(shapes) + 1)]
+    W = [w for w in W if w is not None]
+    candidates = [{"type": "DeepConvNet", "input_dim": list(input_dim)}]
+    if len(W) == 3 and len(W[0]) == 4:
+        candidates.append({"type": "SimpleConvNet", "input_dim": list(input_dim),
+                           "conv_param": {"filter_num": W[0][0], "filter_size": W[0][2],
+                                          "pad": 0, "stride": 1},
+                           "hidden_size": W[1][1], "output_size": W[2][1]})
+    if W and all(len(w) == 2 for w in W):
+        candidates.append({"type": "TwoLayerNet" if len(W) == 2 else "MultiLayerNet",
+                           "input_size": W[0][0], "output_size": W[-1][1],
+                           **({"hidden_size": W[0][1]} if len(W) == 2 else
+                              {"hidden_size_list": [w[1] for w in W[:-1]]})})
+    for cfg in candidates:
+        try:
+            if state_shapes(cfg) == shapes:
+                return cfg
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def state_shapes(config):

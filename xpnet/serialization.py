@@ -22,6 +22,7 @@ import math
 import os
 import struct
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -458,8 +459,18 @@ def existing_npz_path(file_name):
 
 
 def save_net(net, file_name, extra_meta=None):
-    """Save a net's parameters and buffers plus its architecture; returns the path."""
-    path = npz_path(file_name)
+    """Save a net's parameters and buffers plus its architecture; returns the path.
+
+    A ``.pkl`` name (the book's scripts use one) gets ``.npz`` instead, with a warning
+    that says so: xpnet writes no pickles."""
+    name = os.fspath(file_name)
+    if name.endswith(".pkl"):
+        name = name[:-len(".pkl")] + ".npz"
+        warnings.warn("save_params: xpnet writes no pickles; wrote %s (and %s) instead of %s "
+                      "(load_params(%r) finds it)" % (name, name[:-4] + ".json",
+                                                      os.fspath(file_name), os.fspath(file_name)),
+                      UserWarning, stacklevel=3)
+    path = npz_path(name)
     meta = {
         "format": "xpnet-params",
         "xpnet_version": __version__,

@@ -7,6 +7,9 @@ library and never call array methods (``a.sum()``, ``a.astype()``: array_api_str
 arrays have none).
 """
 
+import inspect
+
+from ..nets import Sequential
 from ..backend import asnumpy, device_of, dtype_name, is_floating, namespace, to_device
 
 __all__ = ["network_device", "network_dtype", "device_name", "default_log_every", "place",
@@ -225,3 +228,44 @@ def permutation_problem(perm, n):
 def host_int_array(a):
     """A host NumPy int64 copy of a checked permutation."""
     return asnumpy(a).astype("int64", copy=True)
+
+
+def accuracy_function(network):
+    """``f(x, t, batch_size) -> fraction correct`` for `network`, chosen once, up front.
+
+    Nets with a ``predict`` are measured here, in batches with the remainder included:
+    the book's convnets' own ``accuracy`` drops a last partial batch (a 999-image test
+    set scores as if it had 900), and its TwoLayerNet's takes no ``batch_size``. A net
+    with only an ``accuracy`` is called with ``batch_size`` if its signature has one.
+    xpnet's own nets count every image in their ``accuracy``, which is used as it is."""
+    if isinstance(network, Sequential):
+        return lambda x, t, batch_size: network.accuracy(x, t, batch_size=batch_size)
+    predict = getattr(network, "predict", None)
+    if callable(predict):
+        return lambda x, t, batch_size: _accuracy_by_predict(predict, x, t, batch_size)
+    acc = getattr(network, "accuracy", None)
+    if not callable(acc):
+        raise TypeError("Trainer: the network needs a predict(x) or an accuracy(x, t) method; "
+                        "%s has neither" % type(network).__name__)
+    try:
+        takes_batch = "batch_size" in inspect.signature(acc).parameters
+    except (TypeError, ValueError):
+        takes_batch = False
+    if takes_batch:
+        return lambda x, t, batch_size: float(acc(x, t, batch_size=batch_size))
+    return lambda x, t, batch_size: float(acc(x, t))
+
+
+def _accuracy_by_predict(predict, x, t, batch_size):
+    n = int(x.shape[0])
+    correct = 0
+    for i in range(0, n, batch_size):
+        e = min(i + batch_size, n)
+        y = predict(x[i:e, ...])
+        xp = namespace(y)
+        tt = to_device(t[i:e, ...], device_of(y))
+        if tt.ndim != 1:
+            tt = namespace(tt).argmax(tt, axis=1)
+        hit = xp.argmax(y, axis=1) == xp.astype(tt, xp.int64)
+        correct += int(xp.sum(xp.astype(hit, xp.int64)))
+    return correct / n

@@ -61,6 +61,7 @@ class Trainer:
                                                      self.drop_last)
         self.max_iter = self.epochs * self.iter_per_epoch
         self.device = arrays.network_device(network)
+        self._measure = arrays.accuracy_function(network)
         # xpnet's nets keep the gradient pass's loss; book-style nets need a second pass.
         self._net_keeps_loss = hasattr(network, "last_loss")
         self.log_every = checks.count(arrays.default_log_every(self.device)
@@ -243,8 +244,8 @@ class Trainer:
         # `[:n, ...]`: the Array API wants every axis (or an ellipsis) indexed
         if self.comm is not None:       # each rank its part, the counts summed
             return distributed.accuracy(self.network, x[:n, ...], t[:n, ...], self.comm,
-                                        self.eval_batch_size)
-        return self.network.accuracy(x[:n, ...], t[:n, ...], batch_size=self.eval_batch_size)
+                                        self.eval_batch_size, measure=self._measure)
+        return self._measure(x[:n, ...], t[:n, ...], self.eval_batch_size)
 
     def _end_epoch(self):
         self._flush()
