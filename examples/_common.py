@@ -153,7 +153,8 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install 'xpnet[plot]'): no PNG is written")
+        print("matplotlib is not installed (pip install -e '.[plot]' in the xpnet checkout): "
+              "no PNG is written")
         return None
     return plt
 

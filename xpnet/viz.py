@@ -29,7 +29,7 @@ def have_matplotlib():
         import matplotlib
     except Exception as e:
         return False, "matplotlib is not installed (%s); install it with `pip install " \
-                      "matplotlib` or `pip install \"xpnet[plot]\"`" % (e,)
+                      "matplotlib` or, in the xpnet checkout, `pip install -e \".[plot]\"`" % (e,)
     return True, matplotlib.__version__
 
 

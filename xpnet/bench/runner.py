@@ -165,7 +165,9 @@ def _torch_setup(vs_torch, dev, log):
     torch, why = import_torch()
     if torch is None:
         log("--vs torch: PyTorch can't be imported (%s); showing xpnet rows only. "
-            "Install it with `pip install torch` (or `pip install \"xpnet[bench]\"`)." % why)
+            "Install it with `pip install torch --index-url "
+            "https://download.pytorch.org/whl/cpu` (CPU build) or `pip install -e \".[bench]\"` "
+            "in the xpnet checkout." % why)
         return None, None
     if dev.kind == "gpu":
         if not torch.cuda.is_available():
