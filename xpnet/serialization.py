@@ -32,7 +32,7 @@ from .backend import asnumpy, dtype_name
 
 __all__ = ["atomic_write_bytes", "save_arrays", "load_arrays", "save_net", "load_into",
            "read_meta", "npz_path", "NpzReader", "load_param_file", "check_finite",
-           "MAX_ARRAY_BYTES", "MAX_META_BYTES", "MAX_MEMBERS"]
+           "current_umask", "MAX_ARRAY_BYTES", "MAX_META_BYTES", "MAX_MEMBERS"]
 
 META_KEY = "__xpnet_meta__"
 
@@ -52,7 +52,7 @@ _KINDS = "biufc"
 _PARAM_DTYPES = ("float16", "float32", "float64")
 
 
-def _umask():
+def current_umask():
     """The process umask without changing it (os.umask(0) would, briefly, for every
     thread); falls back to that where /proc is missing."""
     try:
@@ -77,9 +77,9 @@ def atomic_write_bytes(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             try:
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())
             except (AttributeError, OSError):   # no fchmod (Windows)
-                os.chmod(tmp, 0o666 & ~_umask())
+                os.chmod(tmp, 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

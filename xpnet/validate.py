@@ -49,16 +49,21 @@ def positive_int(v, what, allow_zero=False):
     return i
 
 
+def _real(v, what, rule):
+    # numbers and NumPy scalars; bools and text are never taken for numbers
+    if isinstance(v, (bool, str, bytes)):
+        raise _error(TypeError, what, rule, v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise _error(TypeError, what, rule, v) from None
+
+
 def positive_float(v, what, allow_zero=False):
     """`v` as a finite float > 0 (>= 0 with `allow_zero`). TypeError for bools and
     non-numbers, ValueError for NaN, infinities and values too small."""
     rule = _float_rule(allow_zero)
-    if isinstance(v, (bool, str, bytes)):
-        raise _error(TypeError, what, rule, v)
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise _error(TypeError, what, rule, v) from None
+    f = _real(v, what, rule)
     if not (math.isfinite(f) and (f >= 0 if allow_zero else f > 0)):
         raise _error(ValueError, what, rule, v)
     return f
@@ -68,12 +73,7 @@ def fraction(v, what, closed=False):
     """`v` as a float in [0, 1) ([0, 1] with `closed`): dropout ratios, momenta, betas.
     TypeError for bools, text and non-numbers; ValueError for NaN and values outside."""
     rule = "a number in [0, 1]" if closed else "a number in [0, 1)"
-    if isinstance(v, (bool, str, bytes)):
-        raise _error(TypeError, what, rule, v)
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise _error(TypeError, what, rule, v) from None
+    f = _real(v, what, rule)
     if not (0.0 <= f <= 1.0 if closed else 0.0 <= f < 1.0):
         raise _error(ValueError, what, rule, v)
     return f

@@ -41,6 +41,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..serialization import current_umask
+
 __all__ = [
     "USER_AGENT",
     "DEFAULT_TIMEOUT",
@@ -105,21 +107,6 @@ class _TooBig(OSError):
 
 class _TooSlow(OSError):
     pass
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows (os.umask
-    would change it, briefly, for every thread)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _host() -> str:
@@ -430,7 +417,7 @@ def download_file(
             bar = _Progress(f"{filename} from {host}", None, show)
             with os.fdopen(fd, "wb") as f:
                 try:   # mkstemp's 0600 -> the usual mode, before it is renamed into place
-                    os.fchmod(f.fileno(), 0o666 & ~_umask())
+                    os.fchmod(f.fileno(), 0o666 & ~current_umask())
                 except (AttributeError, OSError):
                     pass
                 _stream(url, f, timeout, bar, max_bytes, deadline)
