@@ -218,3 +218,32 @@ def test_xpnet_convert(tmp_path, capsys):
     odd = _book_pickle(tmp_path, {"W1": np.zeros((3, 3, 3))}, name="odd.pkl")
     assert cli.main(["convert", str(odd), str(tmp_path / "odd.npz")]) == 1
     assert "no ready net of xpnet has exactly these parameters" in capsys.readouterr().err
+
+
+def test_accuracy_takes_the_books_n_by_1_labels():
+    net = xpnet.TwoLayerNet(4, 3, 3, seed=0)
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    t = np.argmax(net.predict(x), axis=1)
+    assert net.accuracy(x, t[:, None]) == net.accuracy(x, t) == 1.0
+
+
+def test_precision_warning_names_the_callers_line():
+    net = xpnet.TwoLayerNet(4, 3, 2, seed=0)
+    with pytest.warns(PrecisionWarning) as rec:
+        net.numerical_gradient(np.ones((2, 4), np.float32), np.array([0, 1]))
+    assert len(rec) == 1 and rec[0].filename == __file__
+
+
+def test_load_params_prefers_the_npz_save_params_wrote_over_the_books_pkl(tmp_path):
+    """ch07: the folder ships the book's params.pkl; train_convnet.py's save_params writes
+    params.npz beside it; visualize_filter.py's load_params('params.pkl') must get the net
+    just trained."""
+    book = xpnet.TwoLayerNet(4, 3, 2, seed=1, dtype="float64")
+    _book_pickle(tmp_path, {k: np.array(v) for k, v in book.params.items()})
+    mine = xpnet.TwoLayerNet(4, 3, 2, seed=2)
+    with pytest.warns(UserWarning, match="wrote"):
+        mine.save_params(str(tmp_path / "params.pkl"))
+    other = xpnet.TwoLayerNet(4, 3, 2, seed=3)
+    with pytest.warns(UserWarning, match="the pickle beside it is not read"):
+        other.load_params(str(tmp_path / "params.pkl"))
+    np.testing.assert_array_equal(other.params["W1"], mine.params["W1"])

@@ -11,7 +11,8 @@ import warnings
 from . import backend
 from .backend import asnumpy, device_of, host_rng, new_host_rng, to_device
 
-__all__ = ["numerical_gradient", "directional_check", "relative_error", "PrecisionWarning"]
+__all__ = ["numerical_gradient", "directional_check", "relative_error", "PrecisionWarning",
+           "warn_if_low_precision"]
 
 
 class PrecisionWarning(UserWarning):
@@ -26,11 +27,7 @@ def numerical_gradient(f, x, h=1e-4):
 
     In float32 the differences carry rounding noise of about 1e-4 relative, so a
     correct backprop looks wrong: check gradients in float64 (``dtype="float64"``)."""
-    if backend.dtype_name(x.dtype) in ("float32", "float16"):
-        warnings.warn("numerical_gradient in %s: expect differences of 1e-4..1e-3 from backprop "
-                      "even when it is right; build the net with dtype='float64' for a gradient "
-                      "check (the book's own check runs in float64)"
-                      % backend.dtype_name(x.dtype), PrecisionWarning, stacklevel=2)
+    warn_if_low_precision(x.dtype, stacklevel=3)
     grad = backend.host_zeros(tuple(x.shape))
     for idx in itertools.product(*(range(n) for n in x.shape)):
         old = float(x[idx])          # a number: an element of a tensor may be a view
@@ -42,6 +39,17 @@ def numerical_gradient(f, x, h=1e-4):
         grad[idx] = (fxh1 - fxh2) / (2 * h)
     g = to_device(grad, device_of(x))
     return backend.namespace(g).astype(g, x.dtype)
+
+
+def warn_if_low_precision(dtype, stacklevel=2):
+    """A `PrecisionWarning` for a numerical gradient in float32/float16 (`stacklevel`
+    as for `warnings.warn`, counted from the caller of this function)."""
+    name = backend.dtype_name(dtype)
+    if name in ("float32", "float16"):
+        warnings.warn("numerical_gradient in %s: expect differences of 1e-4..1e-3 from backprop "
+                      "even when it is right; build the net with dtype='float64' for a gradient "
+                      "check (the book's own check runs in float64)" % name, PrecisionWarning,
+                      stacklevel=stacklevel + 1)
 
 
 def relative_error(a, b, eps=1e-12):

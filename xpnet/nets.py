@@ -9,11 +9,13 @@ import inspect
 import math
 import os
 import threading
+import warnings
 
 from . import backend, book_params
 from . import functions as F
 from . import layers as L
 from .backend import asnumpy, current_device, device_of, get_device, to_device
+from .gradient_check import PrecisionWarning, warn_if_low_precision
 from .gradient_check import numerical_gradient as _numerical_gradient
 from .backend.geometry import conv_output_size, pair
 from .serialization import (MAX_MEMBERS, NpzReader, check_finite, existing_npz_path,
@@ -296,6 +298,9 @@ class Sequential:
             e = min(i + batch_size, n)       # the standard leaves stops past the end undefined
             y = self.predict(x[i:e, ...], train_flg=False)
             tt = self._prepare_t(t[i:e, ...])
+            if tt.ndim == 2 and tt.shape[1] == 1 and y.shape[1] != 1 and \
+                    xp.isdtype(tt.dtype, "integral"):
+                tt = xp.reshape(tt, (-1,))                # the book's (N, 1) labels
             if tt.ndim != 1:
                 tt = xp.argmax(tt, axis=1)
             else:
@@ -326,12 +331,15 @@ class Sequential:
     def numerical_gradient(self, x, t, h=1e-4):
         """Central differences of the training loss w.r.t. every parameter (slow; for
         checking `gradient`). Dropout masks are redrawn per call: use ratio 0 or fixed seeds."""
+        warn_if_low_precision(self.dtype, stacklevel=2)     # once, naming the caller's line
         x = self._prepare(x)
         t = self._prepare_t(t)
         grads = {}
-        for k in self.params:
-            grads[k] = _numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
-                                          self.params[k], h)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrecisionWarning)
+            for k in self.params:
+                grads[k] = _numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
+                                              self.params[k], h)
         return grads
 
     # -- persistence
@@ -381,6 +389,13 @@ class Sequential:
         ``.npz`` that `save_params` wrote in its place is loaded."""
         path = os.fspath(file_name)
         if path.endswith(".pkl"):
+            npz = path[:-len(".pkl")] + ".npz"
+            if os.path.isfile(npz) and os.path.lexists(path):
+                # save_params("x.pkl") wrote x.npz: that is this net's, not the pickle
+                warnings.warn("load_params(%r): loading %s, which save_params wrote in its "
+                              "place; the pickle beside it is not read (convert it with "
+                              "`xpnet convert`)" % (path, npz), UserWarning, stacklevel=2)
+                return load_into(self, npz)
             if os.path.isfile(path) and book_params.is_pickle(path):
                 arrays = book_params.load_book_params(path)
                 self.load_state_dict(book_params.fold_book_dropout(self, arrays))

@@ -177,8 +177,11 @@ def _cuda(spec, idx, reference):
 
 
 def _torch(spec, rest, reference):
-    torch = load_library("torch")
     where, _, num = (rest or "cpu").partition(":")
+    if where not in ("cpu", "cuda", "mps") or (num and where != "cuda"):
+        raise DeviceError("unknown torch device %r; use torch:cpu, torch:cuda[:N] or torch:mps"
+                          % spec)
+    torch = load_library("torch")
     if where == "cpu" and not num:
         return Device("torch", reference=reference)
     if where == "cuda":
@@ -192,7 +195,6 @@ def _torch(spec, rest, reference):
             raise DeviceError("device %r was requested but PyTorch's MPS backend is not available"
                               % spec)
         return Device("torch", reference=reference, type="mps")
-    raise DeviceError("unknown torch device %r; use torch:cpu, torch:cuda[:N] or torch:mps" % spec)
 
 
 def _parse(spec):
