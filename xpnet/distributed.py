@@ -23,6 +23,7 @@ let a rank wait forever: every collective runs under a deadline
 (``XPNET_DIST_TIMEOUT``, default 300 s), after which the whole job is aborted, and
 an uncaught exception on any rank aborts the job after printing it.
 """
+import contextlib
 import math
 import os
 import sys
@@ -173,6 +174,15 @@ class _Deadline:
     def end(self):
         self._current = None
 
+    @contextlib.contextmanager
+    def watch(self, what, seconds=None):
+        """``with deadline.watch("an all-reduce"): ...``: the collective under the watchdog."""
+        self.begin(what, seconds)
+        try:
+            yield
+        finally:
+            self.end()
+
     def _watch(self):
         tick = max(0.05, min(1.0, self.seconds / 10.0))
         while True:
@@ -218,54 +228,36 @@ class Communicator:
     # watchdog can run), the deadline ends.
     def allreduce(self, buf, what="an all-reduce"):
         """Sum the host NumPy array `buf` over all ranks, in place; returns it."""
-        self._deadline.begin(what)
-        try:
+        with self._deadline.watch(what):
             self.mpi.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
-        finally:
-            self._deadline.end()
         return buf
 
     def allgather(self, buf, what="an all-gather"):
         """Every rank's host NumPy array `buf` (same shape everywhere), stacked by rank."""
         out = numpy.empty((self.size,) + tuple(buf.shape), dtype=buf.dtype)
-        self._deadline.begin(what)
-        try:
+        with self._deadline.watch(what):
             self.mpi.Allgather(numpy.ascontiguousarray(buf), out)
-        finally:
-            self._deadline.end()
         return out
 
     def bcast(self, buf, root=0, what="a broadcast"):
         """Rank `root`'s host NumPy array `buf` into every rank's `buf`, in place."""
-        self._deadline.begin(what)
-        try:
+        with self._deadline.watch(what):
             self.mpi.Bcast(buf, root=root)
-        finally:
-            self._deadline.end()
         return buf
 
     def bcast_object(self, obj, root=0, what="a broadcast"):
         """Rank `root`'s Python object (small, picklable), returned on every rank."""
-        self._deadline.begin(what)
-        try:
+        with self._deadline.watch(what):
             return self.mpi.bcast(obj, root=root)
-        finally:
-            self._deadline.end()
 
     def allgather_object(self, obj, what="an all-gather"):
         """A list of every rank's small picklable `obj`, by rank."""
-        self._deadline.begin(what)
-        try:
+        with self._deadline.watch(what):
             return self.mpi.allgather(obj)
-        finally:
-            self._deadline.end()
 
     def barrier(self, what="a barrier", timeout=None):
-        self._deadline.begin(what, timeout)
-        try:
+        with self._deadline.watch(what, timeout):
             self.mpi.Barrier()
-        finally:
-            self._deadline.end()
 
     def abort(self, code=1):
         """End every rank of the job now (``MPI_Abort``), after flushing this one's output.
@@ -653,11 +645,8 @@ class DistributedOptimizer:
                          getattr(nccl, _NCCL_TYPES[dtype_name(dtype)]), nccl.NCCL_SUM,
                          stream.ptr)
             # Wait here, under the deadline: a dead peer must not hang this rank forever.
-            self.comm._deadline.begin("the NCCL gradient all-reduce")
-            try:
+            with self.comm._deadline.watch("the NCCL gradient all-reduce"):
                 stream.synchronize()
-            finally:
-                self.comm._deadline.end()
             self.stats["allreduce_seconds"] += time.perf_counter() - t0
             sums = [float(v) for v in asnumpy(flat[n:])] if extras else []
             averaged, o = {}, 0
