@@ -280,9 +280,11 @@ def test_float32_net_stays_float32(backend, name):
     assert backend.dtype(net) == "float32"
     assert backend.dtype(net.predict(x)) == "float32"
     assert backend.dtype(net.predict(x, train_flg=True)) == "float32"
-    assert backend.dtype(net.loss(x, t)) == "float32"
+    assert backend.dtype(net.loss_array(x, t)) == "float32"
+    assert type(net.loss(x, t)) is float          # the book's print(loss) shows a number
     grads = net.gradient(x, t)
-    assert backend.dtype(net.last_loss) == "float32"
+    assert backend.dtype(net.last_loss_array) == "float32"
+    assert type(net.last_loss) is float
     for k, g in grads.items():
         assert backend.dtype(g) == "float32", k
     opt = xpnet.Adam(lr=1e-3)
@@ -324,7 +326,7 @@ def test_net_moves_its_input_to_its_device(backend):
     x = np.random.default_rng(1).standard_normal((2, 1, 8, 8))      # host data
     y = net.predict(x)
     assert xpnet.get_array_module(y) is backend.xp
-    assert net.loss(x, np.array([0, 1])).shape == ()
+    assert net.loss_array(x, np.array([0, 1])).shape == ()
     assert net.device == xpnet.get_device(backend.device)
 
 

@@ -13,6 +13,7 @@ import os
 import pickle
 
 from . import backend
+from .serialization import open_regular
 
 __all__ = ["load_book_params", "is_pickle", "fold_book_dropout", "BOOK_PICKLE_MAX_BYTES"]
 
@@ -25,8 +26,13 @@ _RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiar
 _FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
 
+class _NdarrayName:
+    """What the pickle's ``numpy.ndarray`` resolves to: a name to pass to _reconstruct,
+    never a callable (``ndarray((10**10,))`` would allocate whatever it is told)."""
+
+
 def _rebuild_array(cls, shape, typecode):
-    if cls is not np.ndarray:
+    if cls is not _NdarrayName:
         raise pickle.UnpicklingError("only plain NumPy arrays are accepted, not %r" % (cls,))
     if tuple(shape) != (0,):     # NumPy pickles start empty; the data comes with its size
         raise pickle.UnpicklingError("unexpected array shell of shape %r" % (shape,))
@@ -41,9 +47,17 @@ def _make_dtype(spec, align=False, copy=False):
 
 
 def _from_buffer(buf, dtype, shape, order="C"):
-    # protocol 5 writes arrays as numpy's _frombuffer(bytes, dtype, shape, order)
+    # protocol 5 writes arrays as numpy's _frombuffer(bytes, dtype, shape, order). Only
+    # bytes that came from the file are taken: bytes(n) of an int n would allocate n.
+    if not isinstance(buf, (bytes, bytearray)):
+        raise pickle.UnpicklingError("_frombuffer needs the array's bytes, got %s"
+                                     % type(buf).__name__)
     dt = _make_dtype(dtype)
-    return np.frombuffer(bytes(buf), dtype=dt).reshape(shape, order=order).copy()
+    try:
+        return np.frombuffer(buf, dtype=dt).reshape(shape, order=order).copy()
+    except (ValueError, TypeError) as e:
+        raise pickle.UnpicklingError("_frombuffer: %d bytes don't make a %s array of shape "
+                                     "%r (%s)" % (len(buf), dt, shape, e)) from None
 
 
 def _latin1_bytes(text, encoding="latin1"):
@@ -62,7 +76,7 @@ class _ArraysOnly(pickle.Unpickler):
         if (module, name) in _FROMBUFFER:
             return _from_buffer
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _NdarrayName
         if module == "numpy" and name == "dtype":
             return _make_dtype
         raise pickle.UnpicklingError(
@@ -70,22 +84,28 @@ class _ArraysOnly(pickle.Unpickler):
             "only (this pickle would run code)" % (module, name))
 
 
+# The first byte of a pickled dict: PROTO (protocol 2 and later), EMPTY_DICT
+# (protocol 1) or MARK before DICT (protocol 0).
+_PICKLE_STARTS = (b"\x80", b"}", b"(")
+
+
 def is_pickle(path):
-    """True when the file starts like a pickle (protocol 2 or later)."""
-    with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
+    """True when the file starts like a pickled dict (any protocol, 0 to 5). A file
+    that is not a regular file is a ValueError (a FIFO would block)."""
+    with open_regular(path, "parameter file") as f:
+        return f.read(1) in _PICKLE_STARTS
 
 
 def load_book_params(path):
     """``{name: host array}`` from a pickled dict of NumPy arrays, as the book writes them.
     Anything else, and any file that would run code while loading, is a ValueError."""
     path = os.fspath(path)
-    size = os.path.getsize(path)
-    if size > BOOK_PICKLE_MAX_BYTES:
-        raise ValueError("%s: %d bytes is more than a parameter pickle may be (%d)"
-                         % (path, size, BOOK_PICKLE_MAX_BYTES))
-    with open(path, "rb") as f:
-        data = f.read()
+    with open_regular(path, "parameter pickle") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > BOOK_PICKLE_MAX_BYTES:
+            raise ValueError("%s: %d bytes is more than a parameter pickle may be (%d)"
+                             % (path, size, BOOK_PICKLE_MAX_BYTES))
+        data = f.read(BOOK_PICKLE_MAX_BYTES + 1)
     try:
         obj = _ArraysOnly(io.BytesIO(data)).load()
     except pickle.UnpicklingError as e:

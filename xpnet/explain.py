@@ -445,8 +445,11 @@ def occlusion(net, x, window=7, stride=3, target=None, value=0.0, batch_size=256
     if not (1 <= wh <= H and 1 <= ww <= W):
         raise ValueError("occlusion: window must be between 1 and the image size (%d, %d), "
                          "got %r" % (H, W, window))
-    if sh < 1 or sw < 1:
-        raise ValueError("occlusion: stride must be >= 1, got %r" % (stride,))
+    if not (1 <= sh <= wh and 1 <= sw <= ww):
+        # a larger stride leaves pixels no window covers: their mean drop would be 0/0
+        raise ValueError("occlusion: stride must be between 1 and the window (%d, %d), so "
+                         "that every pixel is covered; got %r (image %dx%d)"
+                         % (wh, ww, stride, H, W))
     value = _check_fraction(value, "occlusion: value", lo=-math.inf)
     batch_size = _check_count(batch_size, "occlusion: batch_size", allow_zero=False)
     xp = backend.namespace(x)

@@ -11,7 +11,7 @@ from . import backend
 __all__ = [
     "step_function", "identity_function", "sigmoid", "sigmoid_grad", "tanh", "relu",
     "relu_grad", "softmax", "log_softmax", "cross_entropy_error", "mean_squared_error",
-    "sum_squared_error", "one_hot", "check_labels",
+    "sum_squared_error", "one_hot", "check_labels", "scaled",
 ]
 
 
@@ -22,6 +22,13 @@ def _float(x):
     if not xp.isdtype(x.dtype, "real floating"):
         x = xp.astype(x, xp.float32)
     return xp, x
+
+
+def scaled(xp, total, factor):
+    """``total * factor`` (a Python number) in `total`'s dtype. NumPy 1.x makes a float32
+    scalar times a Python float a float64 (value-based casting); NumPy 2 and the others
+    don't."""
+    return xp.astype(total * factor, total.dtype, copy=False)
 
 
 def step_function(x):
@@ -144,7 +151,7 @@ def cross_entropy_error(y, t, eps=1e-7):
                                          else (1,))
     lab = xp.astype(check_labels(_labels(y, t), y.shape[-1], "cross_entropy_error"), xp.int64)
     p = xp.take_along_axis(y, lab[..., None], axis=-1)[..., 0]
-    return -xp.sum(xp.log(p + eps)) / math.prod(p.shape)
+    return scaled(xp, -xp.sum(xp.log(p + eps)), 1.0 / math.prod(p.shape))
 
 
 def mean_squared_error(y, t):
@@ -152,13 +159,13 @@ def mean_squared_error(y, t):
     xp, y = _float(y)
     d = y - _like(t, y)
     n = y.shape[0] if y.ndim > 1 else 1
-    return xp.sum(d * d) * 0.5 / n
+    return scaled(xp, xp.sum(d * d), 0.5 / n)
 
 
 def sum_squared_error(y, t):
     xp, y = _float(y)
     d = y - _like(t, y)
-    return xp.sum(d * d) * 0.5
+    return scaled(xp, xp.sum(d * d), 0.5)
 
 
 def _like(t, y):

@@ -283,9 +283,9 @@ class SoftmaxWithLoss(Layer):
         logp = F.log_softmax(x)
         self._c_y = xp.exp(logp)
         if t.ndim == 2:
-            self.loss = -xp.sum(t * logp) / n
+            self.loss = F.scaled(xp, -xp.sum(t * logp), 1.0 / n)
         else:
-            self.loss = -xp.sum(xp.take_along_axis(logp, t[:, None], axis=1)) / n
+            self.loss = F.scaled(xp, -xp.sum(xp.take_along_axis(logp, t[:, None], axis=1)), 1.0 / n)
         return self.loss
 
     def backward(self, dout=1):

@@ -19,12 +19,12 @@ from .gradient_check import PrecisionWarning, warn_if_low_precision
 from .gradient_check import numerical_gradient as _numerical_gradient
 from .backend.geometry import conv_output_size, pair
 from .serialization import (MAX_MEMBERS, NpzReader, check_finite, existing_npz_path,
-                            load_into, save_net)
+                            expansion_allowance, load_into, save_net)
 from .validate import positive_int as _positive_int
 
 __all__ = ["Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
            "DeepConvNet", "init_std", "NETS", "build_net", "load_net", "config_for_shapes",
-           "state_shapes", "MAX_PARAMETERS"]
+           "state_shapes", "MAX_PARAMETERS", "MAX_BUILD_BYTES"]
 
 _DTYPES = ("float32", "float64", "float16")
 
@@ -82,6 +82,10 @@ class _ParamView:
     def __setitem__(self, key, value):
         d, local = self._where(key)
         old = d[local]
+        if not backend.is_array(value) and value is not None:
+            raise TypeError("%s[%r] must be set to an array (NumPy, CuPy, torch ...), got %s;"
+                            " wrap it: np.asarray(value)"
+                            % (self._kind, key, type(value).__name__))
         if old is not None and self._kind == "params":
             if tuple(value.shape) != tuple(old.shape):
                 raise ValueError("parameter %r has shape %s, got %s"
@@ -134,15 +138,39 @@ class Sequential:
             raise ValueError("weight_decay_lambda and l1_lambda must be >= 0")
         self.config = getattr(self, "config", None) or {}
         self._index_params()
-        self.last_loss = None
+        self.last_loss_array = None
         # Layers keep what a pass needs (caches, column buffers) in themselves, so two
         # passes through one net at once would mix them: the net's passes take turns.
         self._pass_lock = threading.RLock()
 
     def __getstate__(self):              # copy.deepcopy(net): a lock can't be copied
-        state = dict(self.__dict__)
+        with self._pass_lock:           # nor a net copied while a pass changes its layers
+            state = dict(self.__dict__)
         state.pop("_pass_lock", None)
         return state
+
+    def __deepcopy__(self, memo):
+        # copied between passes: a Trainer in another thread changes the layers' caches
+        import copy
+        cls = type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        with self._pass_lock:
+            state = {k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()
+                     if k != "_pass_lock"}
+        new.__setstate__(state)
+        return new
+
+    @property
+    def last_loss(self):
+        """The loss of the last `gradient` call as a Python float (None before one); the
+        0-d array on the device is ``last_loss_array`` (reading this waits for the device)."""
+        a = self.__dict__.get("last_loss_array")
+        return None if a is None else float(a)
+
+    @last_loss.setter
+    def last_loss(self, value):
+        self.last_loss_array = value
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -272,13 +300,23 @@ class Sequential:
         return reg
 
     def loss(self, x, t, train_flg=False):
-        """Data loss plus regularization (a 0-d array on the net's device)."""
+        """Data loss plus regularization, as a Python float (as the book's prints show it;
+        `loss_array` keeps it on the device)."""
+        return float(self.loss_array(x, t, train_flg))
+
+    def loss_array(self, x, t, train_flg=False):
+        """Data loss plus regularization: a 0-d array of the net's dtype on its device."""
         y = self.predict(x, train_flg)
         t = self._prepare_t(t)
         if t.shape[:1] != y.shape[:1]:
             raise ValueError("%s.loss: %d samples but %d labels"
                              % (type(self).__name__, y.shape[0], t.shape[0]))
-        return self.last_layer.forward(y, t) + self._regularization()
+        loss = self.last_layer.forward(y, t)
+        reg = self._regularization()
+        if isinstance(reg, int):          # NumPy 1.x: float32 scalar + 0 is float64
+            return loss
+        xp = backend.namespace(reg)
+        return xp.astype(loss + reg, xp.asarray(loss).dtype)
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of correct predictions over all of `x`, the last partial batch included."""
@@ -312,7 +350,7 @@ class Sequential:
         """Backpropagation: returns ``{name: gradient}`` like `params`. The loss of this
         forward pass is kept (on the device) in ``self.last_loss``."""
         with self._cpu_threads():
-            self.last_loss = self.loss(x, t, train_flg=True)
+            self.last_loss_array = self.loss_array(x, t, train_flg=True)
             dout = self.last_layer.backward(1)
             for layer in reversed(self.layers):
                 dout = layer.backward(dout)
@@ -338,7 +376,7 @@ class Sequential:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrecisionWarning)
             for k in self.params:
-                grads[k] = _numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
+                grads[k] = _numerical_gradient(lambda _: self.loss_array(x, t, train_flg=True),
                                               self.params[k], h)
         return grads
 
@@ -349,7 +387,7 @@ class Sequential:
         d.update({k: asnumpy(v).copy() for k, v in self.buffers.items()})
         return d
 
-    def load_state_dict(self, arrays, strict=True):
+    def load_state_dict(self, arrays, strict=True, allow_nonfinite=False):
         """Copy arrays into the net (in place, on its device, in its dtype). A shape
         mismatch names the first mismatching parameter; so does a value that is not a
         real floating array (int, bool, complex, str, object, structured), a NaN or
@@ -372,7 +410,7 @@ class Sequential:
             if tuple(a.shape) != tuple(cur.shape):
                 raise ValueError("parameter %r: file has shape %s, %s expects %s"
                                  % (k, tuple(a.shape), type(self).__name__, tuple(cur.shape)))
-            _check_param_values(k, a)
+            _check_param_values(k, a, allow_nonfinite)
         for k, cur in want.items():
             if k in arrays:
                 a = to_device(arrays[k], device_of(cur))
@@ -382,34 +420,30 @@ class Sequential:
     def save_params(self, file_name, extra_meta=None):
         return save_net(self, file_name, extra_meta)
 
-    def load_params(self, file_name):
+    def load_params(self, file_name, allow_nonfinite=False):
         """Load a parameter file written by `save_params`, or one of the book's pickled
         ``.pkl`` files (read by an arrays-only unpickler, with the book's test-time Dropout
-        scaling folded into the weights). For a ``.pkl`` name that isn't there, the
-        ``.npz`` that `save_params` wrote in its place is loaded."""
+        scaling folded into the weights). The file named is the one read; only for a
+        ``.pkl`` name that isn't there is the ``.npz`` that `save_params` wrote in its
+        place loaded. NaN or infinite values are refused unless `allow_nonfinite`."""
         path = os.fspath(file_name)
         if path.endswith(".pkl"):
-            npz = path[:-len(".pkl")] + ".npz"
-            if os.path.isfile(npz) and os.path.lexists(path):
-                # save_params("x.pkl") wrote x.npz: that is this net's, not the pickle
-                warnings.warn("load_params(%r): loading %s, which save_params wrote in its "
-                              "place; the pickle beside it is not read (convert it with "
-                              "`xpnet convert`)" % (path, npz), UserWarning, stacklevel=2)
-                return load_into(self, npz)
-            if os.path.isfile(path) and book_params.is_pickle(path):
-                arrays = book_params.load_book_params(path)
-                self.load_state_dict(book_params.fold_book_dropout(self, arrays))
-                return self
             if not os.path.lexists(path):
-                path = path[:-len(".pkl")] + ".npz"
-        return load_into(self, path)
+                # save_params("x.pkl") wrote x.npz in its place
+                return load_into(self, path[:-len(".pkl")] + ".npz", allow_nonfinite)
+            if book_params.is_pickle(path):
+                arrays = book_params.load_book_params(path)
+                self.load_state_dict(book_params.fold_book_dropout(self, arrays),
+                                     allow_nonfinite=allow_nonfinite)
+                return self
+        return load_into(self, path, allow_nonfinite)
 
     def __repr__(self):
         body = "\n".join("  " + repr(l) for l in self.layers + [self.last_layer])
         return "%s(\n%s\n)" % (type(self).__name__, body)
 
 
-def _check_param_values(name, a):
+def _check_param_values(name, a, allow_nonfinite=False):
     """A parameter or buffer array must be real floating and finite (a BatchNorm
     running variance also >= 0); ValueError naming it otherwise."""
     kind = getattr(getattr(a, "dtype", None), "kind", None)
@@ -425,7 +459,7 @@ def _check_param_values(name, a):
                          "(float16, float32 or float64)" % (name, a.dtype))
     xp = backend.namespace(a)
     finite = xp.isfinite(a)
-    if not bool(xp.all(finite)):
+    if not allow_nonfinite and not bool(xp.all(finite)):
         bad = int(xp.sum(xp.astype(~finite, xp.int64)))
         raise ValueError("parameter %r holds %d NaN or infinite value%s; refusing to load it"
                          % (name, bad, "" if bad == 1 else "s"))
@@ -657,11 +691,13 @@ NETS = {"TwoLayerNet": TwoLayerNet, "MultiLayerNet": MultiLayerNet,
 # ---------------------------------------------------------------------------
 # Shapes from a config, before anything is built (parameter files, build_net)
 
-#: The most parameter values (parameters and buffers together) `build_net` and
-#: `load_net` build from a config: 2**26 values (256 MiB as float32; the weights are
-#: drawn in float64, 512 MiB). A file declaring more is refused before anything is
-#: allocated.
-MAX_PARAMETERS = 2 ** 26
+#: The most memory (bytes) `build_net` and `load_net` let a config make them allocate
+#: for the weights, which are drawn in float64 (8 bytes a value) and then cast: 512 MiB,
+#: i.e. `MAX_PARAMETERS` = 2**26 values (parameters and buffers together). `load_net`
+#: also bounds it by the file's size (`serialization.expansion_allowance`). A config
+#: declaring more is refused before anything is allocated.
+MAX_BUILD_BYTES = 2 ** 29
+MAX_PARAMETERS = MAX_BUILD_BYTES // 8
 
 
 def _plan_conv(shape, cp, what, fields):
@@ -809,9 +845,11 @@ def state_shapes(config):
     return {k: s for k, s, _ in _plan(config)}
 
 
-def _checked_plan(config):
+def _checked_plan(config, file_size=None):
     """`_plan`, refused (ValueError naming the largest array and the fields it comes
-    from) when the net would hold more than `MAX_PARAMETERS` values."""
+    from) when the net would hold more than `MAX_PARAMETERS` values, or (for a config
+    read from a file of `file_size` bytes) take more than that file may make xpnet
+    allocate."""
     try:
         plan = _plan(config)
     except TypeError as e:
@@ -824,6 +862,13 @@ def _checked_plan(config):
                          "(MAX_PARAMETERS = %s): the largest, %s, has shape %s from %s"
                          % (config.get("type"), format(total, ","),
                             format(MAX_PARAMETERS, ","), k, s, src))
+    if file_size is not None and 8 * total > expansion_allowance(file_size):
+        k, s, src = max(plan, key=lambda t: math.prod(t[1]))
+        raise ValueError("%s's config declares %s parameter values (%d bytes to build), more "
+                         "than a file of %d bytes may make xpnet allocate (%d bytes): the "
+                         "largest, %s, has shape %s from %s"
+                         % (config.get("type"), format(total, ","), 8 * total, file_size,
+                            expansion_allowance(file_size), k, s, src))
     return plan
 
 
@@ -845,14 +890,16 @@ def build_net(config, device=None, dtype=None):
         raise ValueError("can't rebuild %s from its saved config: %s" % (name, e)) from None
 
 
-def load_net(file_name, device=None, dtype=None):
+def load_net(file_name, device=None, dtype=None, allow_nonfinite=False):
     """Rebuild a ready-made net from a parameter file and load its weights.
 
     Before any array data is read or any net is built: the metadata must be a JSON
     object whose architecture is valid and within `MAX_PARAMETERS`, and the file's
     arrays (from their .npy headers) must be exactly the parameters that architecture
     has, with its shapes, in a float dtype. Values must then be finite. Every refusal
-    is a ValueError naming the file and the field or array."""
+    is a ValueError naming the file and the field or array. What the file can make
+    xpnet allocate is bounded by its size (`serialization.expansion_allowance`).
+    `allow_nonfinite` reads a file holding NaN or infinite values (a diverged net's)."""
     path = existing_npz_path(file_name)
     with NpzReader(path) as r:
         meta = r.meta
@@ -868,12 +915,13 @@ def load_net(file_name, device=None, dtype=None):
         dt = _dtype_name(dtype) if dtype is not None else None   # the caller's: no prefix
         try:
             dt = dt or _dtype_name(saved_dt)
-            plan = _checked_plan(arch)
+            plan = _checked_plan(arch, r.file_size)
         except (ValueError, TypeError) as e:
             raise ValueError("%s: bad architecture metadata: %s" % (path, e)) from None
         r.check_params({k: s for k, s, _ in plan}, arch["type"])
         arrays = r.read()
-    check_finite(arrays, path)
+    if not allow_nonfinite:
+        check_finite(arrays, path)
     net = build_net(arch, device=device, dtype=dt)
-    net.load_state_dict(arrays)
+    net.load_state_dict(arrays, allow_nonfinite=allow_nonfinite)
     return net

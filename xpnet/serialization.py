@@ -10,8 +10,10 @@ Reading trusts nothing in the file. `NpzReader` reads the zip directory and ever
 ``.npy`` header (names, shapes, dtypes) first, and refuses before any array data is
 read: members that are not ``.npy`` arrays, duplicate names, object (pickle),
 structured, string and date dtypes, declared sizes that don't match the header
-(zip bombs), more than `MAX_ARRAY_BYTES` in all, and metadata that is not a UTF-8
-JSON object of at most `MAX_META_BYTES`. A parameter file is then checked against
+(zip bombs), more than `MAX_ARRAY_BYTES` in all or more than `max_expansion` times the
+file's own size (beyond a free `EXPANSION_FLOOR_BYTES`), and metadata that is not a UTF-8
+JSON object of at most `MAX_META_BYTES`. What is not a regular file (a FIFO, a device, a
+socket) is refused before it is opened, so reading one never blocks. A parameter file is then checked against
 the names and shapes a net expects (`check_params`: real floating dtypes only), and
 its values are checked to be finite (`check_finite`) before anything is loaded.
 Every refusal is a ``ValueError`` naming the file and the array.
@@ -20,6 +22,7 @@ import io
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import warnings
@@ -32,13 +35,21 @@ from .backend import asnumpy, dtype_name
 
 __all__ = ["atomic_write_bytes", "save_arrays", "load_arrays", "save_net", "load_into",
            "read_meta", "npz_path", "NpzReader", "load_param_file", "check_finite",
-           "current_umask", "MAX_ARRAY_BYTES", "MAX_META_BYTES", "MAX_MEMBERS"]
+           "current_umask", "open_regular", "expansion_allowance", "NonFiniteWarning",
+           "MAX_ARRAY_BYTES", "MAX_META_BYTES", "MAX_MEMBERS", "MAX_EXPANSION",
+           "EXPANSION_FLOOR_BYTES"]
 
 META_KEY = "__xpnet_meta__"
 
 #: The most array data (bytes, all arrays together, as declared in the .npy headers)
 #: `load_arrays` reads from one file unless told otherwise (``max_bytes=``).
 MAX_ARRAY_BYTES = 2 ** 31
+#: A file may declare at most this many times its own size in array data (beyond
+#: `EXPANSION_FLOOR_BYTES`): xpnet writes its files uncompressed (about 1x), and trained
+#: weights deflate by less than 2x, so only a forged file (zeros deflate 1032:1) goes past.
+MAX_EXPANSION = 16
+#: Array data any file may declare whatever its size.
+EXPANSION_FLOOR_BYTES = 2 ** 26
 #: The most bytes of JSON metadata a file may hold.
 MAX_META_BYTES = 2 ** 25
 #: The most members a file's zip directory may list.
@@ -67,10 +78,56 @@ def current_umask():
     return mask
 
 
+class NonFiniteWarning(UserWarning):
+    """Parameters holding NaN or infinite values were saved (a diverged net)."""
+
+
+def expansion_allowance(file_size, max_expansion=MAX_EXPANSION):
+    """The most bytes of array data a file of `file_size` bytes may make xpnet allocate."""
+    return max(EXPANSION_FLOOR_BYTES, max_expansion * file_size)
+
+
+def open_regular(path, what="parameter file"):
+    """`path` opened for reading in binary, refused (ValueError) unless it is a regular
+    file. Opened without blocking and checked on the open descriptor, so a FIFO, a
+    device or a socket (even behind a symlink) is refused without waiting on it."""
+    path = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError("%s not found: %s%s" % (
+            what, path, " (a broken link?)" if os.path.lexists(path) else "")) from None
+    except IsADirectoryError:
+        raise ValueError("%s is a directory, not a %s" % (path, what)) from None
+    except OSError as e:    # a symlink loop, no permission ...
+        raise ValueError("cannot read %s %s: %s" % (what, path, e.strerror or e)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise ValueError("%s is a directory, not a %s" % (path, what))
+            kind = ("a FIFO (named pipe)"
+                    if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                    stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+                    "not a regular file")
+            raise ValueError("%s is %s, not a %s: xpnet reads regular files only"
+                             % (path, kind, what))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def atomic_write_bytes(path, data):
     """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
-    The file gets the usual umask-based mode (0644 under umask 022), not mkstemp's 0600."""
+    The file gets the usual umask-based mode (0644 under umask 022), not mkstemp's 0600.
+    An existing directory at `path` is refused before any temporary file is made."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError("%s is a directory; give a file name inside it" % path)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
@@ -142,24 +199,15 @@ class NpzReader:
     array names to ``(shape, dtype)``, ``meta`` is the metadata dict. Use it as a
     context manager (or call `close`)."""
 
-    def __init__(self, path, max_bytes=MAX_ARRAY_BYTES):
+    def __init__(self, path, max_bytes=MAX_ARRAY_BYTES, max_expansion=MAX_EXPANSION):
         self.path = path = os.fspath(path)
-        self.max_bytes = max_bytes
+        self.cap_bytes = max_bytes
         self._zip = None
-        if not os.path.lexists(path):
-            raise FileNotFoundError("parameter file not found: %s" % path)
-        if os.path.isdir(path):
-            raise ValueError("%s is a directory, not a parameter file (.npz)" % path)
+        f = open_regular(path, "parameter file")
+        self.file_size = os.fstat(f.fileno()).st_size
+        self.max_bytes = min(max_bytes, expansion_allowance(self.file_size, max_expansion))
         try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise FileNotFoundError("parameter file not found: %s (a broken link?)"
-                                    % path) from None
-        except OSError as e:    # a symlink loop, no permission ...
-            raise ValueError("cannot read parameter file %s: %s"
-                             % (path, e.strerror or e)) from None
-        try:
-            self._open(f)
+            self._open(f, max_expansion)
         except BaseException:
             f.close()
             self.close()
@@ -172,7 +220,7 @@ class NpzReader:
     def _unreadable(self, why):
         return ValueError("%s is not a readable .npz file: %s" % (self.path, why))
 
-    def _open(self, f):
+    def _open(self, f, max_expansion):
         head = f.read(4)
         if head != b"PK\x03\x04":
             # np.load would try pickle on it and report "pickled data", which misleads
@@ -209,10 +257,12 @@ class NpzReader:
         if total > self.max_bytes:
             big = max(self.arrays.values(), key=lambda a: a.nbytes)
             raise self._bad("its arrays declare %s in all (the largest, %r, has shape %s and "
-                            "dtype %s), more than the %s xpnet reads from one file (pass "
-                            "max_bytes= to allow more)"
+                            "dtype %s), more than the %s xpnet reads from this file (at most "
+                            "%d times its size of %s, and at most %s; pass max_bytes= or "
+                            "max_expansion= to allow more)"
                             % (_size(total), big.name, big.shape, big.dtype,
-                               _size(self.max_bytes)))
+                               _size(self.max_bytes), max_expansion, _size(self.file_size),
+                               _size(self.cap_bytes)))
         self.meta = self._read_meta(meta_info)
 
     def _header(self, info):
@@ -417,14 +467,15 @@ def check_finite(arrays, path):
                              "to load it" % (k, path, bad, "" if bad == 1 else "s"))
 
 
-def load_arrays(path, max_bytes=MAX_ARRAY_BYTES):
+def load_arrays(path, max_bytes=MAX_ARRAY_BYTES, max_expansion=MAX_EXPANSION):
     """Return ``(arrays, meta)`` from a file written by `save_arrays` (no pickle).
 
     Headers are checked before data is read: numbers only (no object, structured or
     string dtypes), sizes that agree with the zip entries, at most `max_bytes` of
-    array data in all. Refusals are ``ValueError``; a missing file is
+    array data in all and at most `max_expansion` times the file's size (beyond
+    `EXPANSION_FLOOR_BYTES`). Refusals are ``ValueError``; a missing file is
     ``FileNotFoundError``."""
-    with NpzReader(path, max_bytes) as r:
+    with NpzReader(path, max_bytes, max_expansion) as r:
         return r.read(), r.meta
 
 
@@ -434,16 +485,30 @@ def read_meta(path):
         return r.meta
 
 
-def load_param_file(path, expected, what):
+def load_param_file(path, expected, what, allow_nonfinite=False):
     """``(arrays, meta)`` from a parameter file checked against `expected`
     (``{name: shape}``): names, shapes and float dtypes from the headers before any
-    data is read, then finite values."""
+    data is read, then finite values (unless `allow_nonfinite`)."""
     with NpzReader(path) as r:
         r.check_params(expected, what)
         arrays = r.read()
         meta = r.meta
-    check_finite(arrays, path)
+    if not allow_nonfinite:
+        check_finite(arrays, path)
     return arrays, meta
+
+
+def _warn_non_finite(arrays, path, stacklevel):
+    bad = [k for k, v in arrays.items()
+           if v.dtype.kind in "fc" and not np.isfinite(v).all()]
+    if bad:
+        warnings.warn("save_params: parameter%s %s of %s hold%s NaN or infinite values (a "
+                      "diverged net?); the file is written, but loading it takes "
+                      "load_net(..., allow_nonfinite=True) or "
+                      "net.load_params(..., allow_nonfinite=True)"
+                      % ("" if len(bad) == 1 else "s", ", ".join(map(repr, bad)), path,
+                         "s" if len(bad) == 1 else ""), NonFiniteWarning,
+                      stacklevel=stacklevel + 1)
 
 
 def npz_path(file_name):
@@ -480,19 +545,21 @@ def save_net(net, file_name, extra_meta=None):
     }
     if extra_meta:
         meta.update(extra_meta)
-    save_arrays(path, net.state_dict(), meta)
+    state = net.state_dict()
+    _warn_non_finite(state, path, stacklevel=3)
+    save_arrays(path, state, meta)
     atomic_write_bytes(path[:-4] + ".json",
                        (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return path
 
 
-def load_into(net, file_name):
+def load_into(net, file_name, allow_nonfinite=False):
     """Load a parameter file into an existing net (any device, cast to its dtype).
     The file is checked against the net's own names and shapes before its data is
-    read, and its values must be finite."""
+    read, and its values must be finite (unless `allow_nonfinite`)."""
     path = existing_npz_path(file_name)
     expected = {k: tuple(v.shape) for k, v in net.params.items() if v is not None}
     expected.update({k: tuple(v.shape) for k, v in net.buffers.items() if v is not None})
-    arrays, _ = load_param_file(path, expected, type(net).__name__)
-    net.load_state_dict(arrays)
+    arrays, _ = load_param_file(path, expected, type(net).__name__, allow_nonfinite)
+    net.load_state_dict(arrays, allow_nonfinite=allow_nonfinite)
     return net

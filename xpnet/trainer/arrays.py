@@ -185,6 +185,13 @@ def label_problem(t, n_classes, name):
             flat = xp.reshape(t, (-1,))
             return ("%s%s = %r is not a one-hot or soft target value: they must be in [0, 1]"
                     % (name, _index(i, shape), float(flat[i])))
+        # a row of zeros (loss 0) or summing to 2 trains on a wrong target, silently
+        sums = xp.sum(xp.astype(t, xp.float32 if xp.isdtype(t.dtype, "integral")
+                                else t.dtype), axis=1)
+        i = _first(xp, xp.abs(sums - 1) > 1e-3)
+        if i is not None:
+            return ("%s row %d sums to %r; one-hot or soft target rows must sum to 1"
+                    % (name, i, float(sums[i])))
         return None
     return ("%s must be 1-D class labels or 2-D one-hot rows, got shape %s"
             % (name, shape))

@@ -209,7 +209,10 @@ class Trainer:
         self._in_step = True
         net = self.network
         grads = net.gradient(xb, tb)
-        loss = net.last_loss if self._net_keeps_loss else net.loss(xb, tb)
+        # the loss stays on the device (read back in batches): last_loss_array if kept
+        loss = (getattr(net, "last_loss_array", None) if self._net_keeps_loss else None)
+        if loss is None:
+            loss = net.last_loss if self._net_keeps_loss else net.loss(xb, tb)
         if self._dist is None:
             self.optimizer.update(net.params, grads)
         else:   # one all-reduce: the gradients, the global loss, the ranks' stop requests
