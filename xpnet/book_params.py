@@ -105,7 +105,7 @@ def load_book_params(path):
         if size > BOOK_PICKLE_MAX_BYTES:
             raise ValueError("%s: %d bytes is more than a parameter pickle may be (%d)"
                              % (path, size, BOOK_PICKLE_MAX_BYTES))
-        data = f.read(BOOK_PICKLE_MAX_BYTES + 1)
+        data = f.read(size + 1)        # read(n) sets aside n bytes first
     try:
         obj = _ArraysOnly(io.BytesIO(data)).load()
     except pickle.UnpicklingError as e:

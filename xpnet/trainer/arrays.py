@@ -190,7 +190,7 @@ def label_problem(t, n_classes, name):
                                 else t.dtype), axis=1)
         i = _first(xp, xp.abs(sums - 1) > 1e-3)
         if i is not None:
-            return ("%s row %d sums to %r; one-hot or soft target rows must sum to 1"
+            return ("%s row %d sums to %.6g; one-hot or soft target rows must sum to 1"
                     % (name, i, float(sums[i])))
         return None
     return ("%s must be 1-D class labels or 2-D one-hot rows, got shape %s"
