@@ -95,7 +95,9 @@ def test_every_epoch_is_a_permutation_and_evaluated_once(device):
     assert len(h["train_loss"]) == tr.current_iter == 80
     assert calls == [1000, 200] * 20       # train + test once per epoch, final result reused
     assert h["final_test_acc"] == h["test_acc"][-1]
-    assert h["test_acc"][-1] > 0.8 > h["test_acc"][0] - 0.5  # it learned something
+    # it learned something: better than chance (1/3), and the loss went down
+    assert h["test_acc"][-1] > 0.8
+    assert np.mean(h["train_loss"][-4:]) < 0.5 * np.mean(h["train_loss"][:4])
 
 
 def test_drop_last_drops_the_short_batch():
