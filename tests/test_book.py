@@ -2,6 +2,7 @@
 loaders, (N, 1) labels, numerical gradients, the helpers of common/util.py, and the
 star-imports its scripts rely on. The classes here are written for these tests in the
 book's style (plain NumPy, ``np.random.randn`` weights), not copied from it."""
+import pickle
 import warnings
 
 import numpy as np
@@ -152,17 +153,51 @@ def test_malicious_or_odd_pickles_are_refused_without_running_anything(tmp_path,
         assert "refusing posix.system" in str(e.value) or "refusing os.system" in str(e.value)
 
 
-BOOK_FILE = "/work/bookfiles/deep_convnet_params.pkl"
+def _book_deep_convnet_forward(params, x):
+    """The book's DeepConvNet at test time (ch08/deep_convnet.py), in plain NumPy and
+    independent of xpnet's layers: 3x3 convolutions (pad 1, the fourth pad 2), ReLU,
+    2x2 max pooling, Affine, and Dropout(0.5) as a multiplication by 1 - 0.5."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    def conv(x, w, b, pad):
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        win = sliding_window_view(xp, w.shape[2:], axis=(2, 3))     # N C H W kh kw
+        return np.einsum("nchwij,fcij->nfhw", win, w) + b[None, :, None, None]
+
+    def pool(x):
+        n, c, h, w = x.shape
+        return x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).max(
+            axis=(3, 5))
+    relu = lambda a: np.maximum(a, 0)       # noqa: E731
+    h = x
+    for i, pad in enumerate((1, 1, 1, 2, 1, 1)):
+        h = relu(conv(h, params["W%d" % (i + 1)], params["b%d" % (i + 1)], pad))
+        if i % 2 == 1:
+            h = pool(h)
+    h = relu(h.reshape(h.shape[0], -1) @ params["W7"] + params["b7"]) * (1 - 0.5)
+    return (h @ params["W8"] + params["b8"]) * (1 - 0.5)
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(BOOK_FILE),
-                    reason="the book's deep_convnet_params.pkl is not on this machine")
-def test_the_books_deep_convnet_params_score_as_in_the_book():
-    from xpnet.book_params import fold_book_dropout, load_book_params
-    _, (xt, tt) = xpnet.datasets.load_mnist_sample(flatten=False)
-    net = xpnet.DeepConvNet()
-    net.load_state_dict(fold_book_dropout(net, load_book_params(BOOK_FILE)))
-    assert net.accuracy(xt, tt) == pytest.approx(0.982, abs=0.0005)
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_book_format_deep_convnet_pickle_gives_the_books_outputs(tmp_path, protocol):
+    """The book's deep_convnet_params.pkl, as its save_params writes one (a pickled dict of
+    float64 arrays at the book's shapes), made here: xpnet must load it, fold the book's
+    test-time Dropout scaling, and give the outputs of the book's own forward pass."""
+    rng = np.random.default_rng(0)
+    shapes = {k: v.shape for k, v in xpnet.DeepConvNet(device="cpu").state_dict().items()}
+    params = {k: rng.standard_normal(s) * (0.3 if k.startswith("W") else 0.05)
+              for k, s in shapes.items()}
+    path = tmp_path / "deep_convnet_params.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(params, f, protocol=protocol)
+    _, (xt, _) = xpnet.datasets.load_mnist_sample(flatten=False)
+    x = np.asarray(xt[:6], dtype=np.float64)
+    net = xpnet.DeepConvNet(device="cpu", dtype="float64")
+    net.load_params(path)
+    expect = _book_deep_convnet_forward(params, x)
+    got = xpnet.asnumpy(net.predict(x))
+    np.testing.assert_allclose(got, expect, rtol=1e-9, atol=1e-9 * np.abs(expect).max())
+    assert np.abs(expect).max() > 1e-3                  # a forward that says something
 
 
 def test_fold_book_dropout_reproduces_test_time_scaling():
@@ -234,16 +269,17 @@ def test_precision_warning_names_the_callers_line():
     assert len(rec) == 1 and rec[0].filename == __file__
 
 
-def test_load_params_prefers_the_npz_save_params_wrote_over_the_books_pkl(tmp_path):
-    """ch07: the folder ships the book's params.pkl; train_convnet.py's save_params writes
-    params.npz beside it; visualize_filter.py's load_params('params.pkl') must get the net
-    just trained."""
+def test_load_params_reads_the_books_pkl_even_with_an_npz_beside_it(tmp_path):
+    """ch08: the folder ships the book's deep_convnet_params.pkl; train_deepnet.py's
+    save_params writes an .npz beside it; misclassified_mnist.py's load_params('...pkl')
+    must read the file it names (issue 20: it read the .npz and scored 0.463, not 0.982)."""
     book = xpnet.TwoLayerNet(4, 3, 2, seed=1, dtype="float64")
     _book_pickle(tmp_path, {k: np.array(v) for k, v in book.params.items()})
     mine = xpnet.TwoLayerNet(4, 3, 2, seed=2)
     with pytest.warns(UserWarning, match="wrote"):
         mine.save_params(str(tmp_path / "params.pkl"))
-    other = xpnet.TwoLayerNet(4, 3, 2, seed=3)
-    with pytest.warns(UserWarning, match="the pickle beside it is not read"):
-        other.load_params(str(tmp_path / "params.pkl"))
+    other = xpnet.TwoLayerNet(4, 3, 2, seed=3, dtype="float64")
+    other.load_params(str(tmp_path / "params.pkl"))
+    np.testing.assert_array_equal(other.params["W1"], book.params["W1"])
+    other.load_params(str(tmp_path / "params.npz"))        # the .npz, when named
     np.testing.assert_array_equal(other.params["W1"], mine.params["W1"])

@@ -402,17 +402,41 @@ def test_stratified_split_uneven_classes():
 
 # ------------------------------------------------------------------ hostile IDX files (issue 10)
 
-import resource
-import sys
-import time
 import zlib
 
+from memory_probe import peak_alloc_mib
 from xpnet.datasets import idx as I
 
 
-def peak_rss_mib():
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+def calls_alloc_mib(*calls):
+    """Peak MiB allocated (tracemalloc) while the ``(fn, args, error, match)`` calls run,
+    each raising `error` matching `match`."""
+    def run():
+        for fn, args, error, match in calls:
+            with pytest.raises(error, match=match):
+                fn(*args)
+    mib, err = peak_alloc_mib(run)
+    if isinstance(err, BaseException):
+        raise err
+    return mib
+
+
+class CountingDecompressor:
+    """zlib.decompressobj that counts the bytes it hands out (the work a reader does)."""
+    made = []
+
+    def __init__(self, *args):
+        self.d = CountingDecompressor.real(*args)
+        self.out = 0
+        CountingDecompressor.made.append(self)
+
+    def decompress(self, data, max_length=0):
+        got = self.d.decompress(data, max_length)
+        self.out += len(got)
+        return got
+
+    def __getattr__(self, name):
+        return getattr(self.d, name)
 
 
 def gzip_zeros_bomb(head, mib):
@@ -429,40 +453,40 @@ def gzip_zeros_bomb(head, mib):
 
 def test_idx_declared_dims_are_checked_against_the_file_before_allocating(tmp_path):
     huge = struct.pack(">I3I", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1)
-    rss0, t0 = peak_rss_mib(), time.monotonic()
-    with pytest.raises(IDXError, match=r"data is 16 bytes, expected 79228162458924105385300197"
-                                       r"391 .*bytes missing"):
-        read_idx(huge)
     p = tmp_path / "huge.idx"
     p.write_bytes(huge + b"abc")
-    with pytest.raises(IDXError, match="huge.idx: data is 19 bytes"):
-        read_idx(p)
     # and a big file with a small header: refused from its size, nothing read
     big = tmp_path / "big.idx"
     with open(big, "wb") as f:
         f.write(idx_bytes(LABELS))
         f.truncate(10**9)                 # sparse
-    with pytest.raises(IDXError, match=r"big.idx: data is 1000000000 bytes, expected 15 "):
-        read_idx(big)
-    with pytest.raises(IDXError, match=r"big.idx: data is 1000000000 bytes"):
-        read_idx(big, max_size=100)
-    assert time.monotonic() - t0 < 2
-    assert peak_rss_mib() - rss0 < 100
+    mib = calls_alloc_mib(
+        (read_idx, (huge,), IDXError, r"data is 16 bytes, expected 79228162458924105385300197"
+                                      r"391 .*bytes missing"),
+        (read_idx, (p,), IDXError, "huge.idx: data is 19 bytes"),
+        (read_idx, (big,), IDXError, r"big.idx: data is 1000000000 bytes, expected 15 "),
+        (lambda b: read_idx(b, max_size=100), (big,), IDXError,
+         r"big.idx: data is 1000000000 bytes"))
+    assert mib < 8, mib
 
 
-def test_idx_gzip_bomb_stops_at_the_declared_size(tmp_path):
+def test_idx_gzip_bomb_stops_at_the_declared_size(tmp_path, monkeypatch):
     head = struct.pack(">II", 0x801, 10)            # declares 10 labels ...
     bomb = gzip_zeros_bomb(head, 1024)               # ... followed by 1 GiB of zeros
     assert len(bomb) < 2 << 20
     p = tmp_path / "bomb.gz"
     p.write_bytes(bomb)
-    rss0, t0 = peak_rss_mib(), time.monotonic()
-    for src in (bomb, p):
-        with pytest.raises(IDXError, match=r"data is at least \d+ bytes, expected 18 .*extra "
-                                           r"bytes"):
-            read_idx(src)
-    assert time.monotonic() - t0 < 2
-    assert peak_rss_mib() - rss0 < 100
+    monkeypatch.setattr(CountingDecompressor, "real", zlib.decompressobj, raising=False)
+    monkeypatch.setattr(CountingDecompressor, "made", [])
+    monkeypatch.setattr(zlib, "decompressobj", CountingDecompressor)
+    match = r"data is at least \d+ bytes, expected 18 .*extra bytes"
+    mib = calls_alloc_mib((read_idx, (bomb,), IDXError, match),
+                          (read_idx, (p,), IDXError, match))
+    assert mib < 8, mib
+    # the work is bounded too: each read stopped within a few MiB of the 1 GiB
+    assert len(CountingDecompressor.made) == 2
+    assert all(d.out < 4 << 20 for d in CountingDecompressor.made), \
+        [d.out for d in CountingDecompressor.made]
 
 
 def test_idx_gzip_declaring_too_much_is_refused_before_decompressing(monkeypatch):

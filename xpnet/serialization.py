@@ -532,8 +532,9 @@ def save_net(net, file_name, extra_meta=None):
     if name.endswith(".pkl"):
         name = name[:-len(".pkl")] + ".npz"
         warnings.warn("save_params: xpnet writes no pickles; wrote %s (and %s) instead of %s "
-                      "(load_params(%r) finds it)" % (name, name[:-4] + ".json",
-                                                      os.fspath(file_name), os.fspath(file_name)),
+                      "(load it with load_params(%r); load_params(%r) reads it only while "
+                      "no %s is there)" % (name, name[:-4] + ".json", os.fspath(file_name),
+                                          name, os.fspath(file_name), os.fspath(file_name)),
                       UserWarning, stacklevel=3)
     path = npz_path(name)
     meta = {
