@@ -216,11 +216,10 @@ def test_refused_mirror_then_good_and_skipped_afterwards(server, tmp_path, refus
 
 
 def test_timeout_then_good(server, tmp_path):
-    t0 = time.monotonic()
     assert_synthetic(fetch(tmp_path, [server.url("slow"), server.url("good")], timeout=0.3))
-    # The slow mirror is given up on after the first timeout, not four times.
+    # The slow mirror is given up on after the first timeout, not four times (counted,
+    # not timed: a busy machine makes no difference).
     assert len(server.hits("slow")) == 1
-    assert time.monotonic() - t0 < 5
 
 
 def test_all_mirrors_fail_gives_one_clear_error(server, tmp_path, refused_url):
@@ -325,7 +324,6 @@ from xpnet.datasets import download as DL
 def test_flood_without_content_length_stops_after_the_expected_size(server, tmp_path):
     size = len(FILES[TEST_LABELS])
     buf = io.BytesIO()
-    t0 = time.monotonic()
     with pytest.raises(DL._TooBig, match=f"sent more than the {size} bytes expected"):
         DL._stream(server.url("flood") + TEST_LABELS, buf, 5, DL._Progress("x", None, False),
                    max_bytes=size)
@@ -334,7 +332,6 @@ def test_flood_without_content_length_stops_after_the_expected_size(server, tmp_
         download_file(TEST_LABELS, tmp_path, [server.url("flood")], lambda p: None,
                       timeout=5, progress=False, max_bytes=size)
     assert f"too large: the server sent more than the {size} bytes" in str(info.value)
-    assert time.monotonic() - t0 < 5
     assert list(tmp_path.iterdir()) == []
     # what the server could push before the client hung up: socket buffers, not 200 MB
     time.sleep(0.2)
@@ -353,31 +350,31 @@ def test_load_mnist_caps_each_file_and_falls_back(server, tmp_path):
     # the cap is the largest valid file (the spec's IDX, gzip-compressed at worst)
     fs = SPECS["mnist"].files["test_labels"]
     assert 10008 < fs.max_size < 10008 + 70000
-    t0 = time.monotonic()
     assert_synthetic(fetch(tmp_path, [server.url("flood"), server.url("good")]))
-    assert time.monotonic() - t0 < 10
     assert_cache_clean(tmp_path / "mnist")
+    # the flood (200 MB) was cut after the cap: socket buffers at most were pushed
+    time.sleep(0.2)
+    assert server.sent["flood"] < 50 * 10**6
 
 
 def test_trickling_body_hits_the_total_deadline(server, tmp_path):
-    t0 = time.monotonic()
     with pytest.raises(DownloadError) as info:
         download_file(TRAIN_IMAGES, tmp_path, [server.url("trickle")], lambda p: None,
                       timeout=5, progress=False, deadline=1.0)
-    took = time.monotonic() - t0
     assert "too slow: not finished within the 1 s deadline" in str(info.value)
-    assert took < 3, took          # per-read timeout 5 s never expired: the total did
+    # per-read timeout 5 s never expired: the total did, long before the 16 s the whole
+    # trickle takes (counted in bytes the server got out, not timed)
+    assert server.sent["trickle"] < len(FILES[TRAIN_IMAGES]) // 2
     assert list(tmp_path.iterdir()) == []
 
 
 def test_trickling_headers_hit_the_total_deadline(server, tmp_path):
-    t0 = time.monotonic()
     unreachable = {}
     with pytest.raises(DownloadError) as info:
         download_file(TRAIN_IMAGES, tmp_path, [server.url("trickle-head")], lambda p: None,
                       timeout=5, progress=False, deadline=1.0, unreachable=unreachable)
     assert "too slow" in str(info.value)
-    assert time.monotonic() - t0 < 3
+    assert server.sent["trickle-head"] < 500     # of 1,000+ header bytes at 20 a second
     assert server.url("trickle-head") in unreachable     # not tried again for the next file
 
 
@@ -387,11 +384,10 @@ def test_default_deadline_comes_from_timeout_and_size(server, tmp_path):
     # 15,719 bytes at 1,000 B/s would take 16 s; the default allows 2*0.5 + 15719/20000 s
     deadline = DL.total_deadline(0.5, len(FILES[TRAIN_IMAGES]))
     assert deadline < 2
-    t0 = time.monotonic()
     with pytest.raises(DownloadError, match="too slow"):
         download_file(TRAIN_IMAGES, tmp_path, [server.url("trickle")], lambda p: None,
                       timeout=0.5, progress=False, max_bytes=len(FILES[TRAIN_IMAGES]))
-    assert time.monotonic() - t0 < deadline + 1.5
+    assert server.sent["trickle"] < len(FILES[TRAIN_IMAGES]) // 2     # counted, not timed
 
 
 def part_name(name, pid, host=None):
