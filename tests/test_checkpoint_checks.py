@@ -120,3 +120,12 @@ def test_optimizer_state_is_needed_once_steps_were_taken(tmp_path, mid_epoch):
         meta["optimizer"]["t"] = 0
     tr = resume(tmp_path, mid_epoch, no_steps)   # t = 0: no state yet is right
     assert tr.optimizer.t == 0
+
+
+def test_a_resumed_epoch_keeps_the_training_time_before_the_cut(tmp_path, mid_epoch):
+    # found by the mutation pass: restoring epoch_train_seconds as 0 left the suite green
+    tr = resume(tmp_path, mid_epoch, _meta(epoch_train_seconds=1000.0))
+    h = tr.train()
+    assert len(h["epoch_seconds"]) == 3
+    assert 1000.0 <= h["epoch_seconds"][1] < 1000.0 + 600      # the cut epoch: both parts
+    assert h["epoch_seconds"][2] < 600                           # the next starts from 0
