@@ -183,6 +183,34 @@ def test_worst_case_of_a_file_under_1_mb(tmp_path):
     assert mib < 4, mib
 
 
+def _deflated_meta_file(path, text):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False,
+                                               "shape": (len(text),)})
+    data = buf.getvalue() + text
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    comp = co.compress(data) + co.flush()
+    path.write_bytes(raw_zip([(S.META_KEY + ".npy", comp, 8, zlib.crc32(data), len(data))]))
+    return path
+
+
+def test_deflated_json_metadata_is_bounded_by_the_file_size(tmp_path):
+    # 32 MiB of "[]," deflate to 33 KB and parse into 11 million lists (over 700 MB)
+    n = (S.MAX_META_BYTES - 16) // 3
+    p = _deflated_meta_file(tmp_path / "meta.npz", b'{"x":[' + b"[]," * n + b"[]]}")
+    assert p.stat().st_size < 64 << 10
+    mib, err = peak_alloc_mib(S.read_meta, p)
+    assert isinstance(err, ValueError) and re.search(
+        r"its metadata declares 32.0 MiB, more than the 1.0 MiB xpnet reads from this file "
+        r"\(at most 4 times its size", str(err)), err
+    assert mib < 4, mib
+    # the most a small file's metadata may be: 1 MiB of text, parsed within tens of MiB
+    n = (S.META_FLOOR_BYTES - 16) // 3
+    p = _deflated_meta_file(tmp_path / "small.npz", b'{"x":[' + b"[]," * n + b"[]]}")
+    mib, meta = peak_alloc_mib(S.read_meta, p)
+    assert len(meta["x"]) == n + 1 and mib < 40, mib
+
+
 # ---------------------------------------------------------------- special files never block
 
 def _fifo(tmp_path, name):

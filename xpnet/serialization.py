@@ -52,6 +52,11 @@ MAX_EXPANSION = 16
 EXPANSION_FLOOR_BYTES = 2 ** 26
 #: The most bytes of JSON metadata a file may hold.
 MAX_META_BYTES = 2 ** 25
+#: ... and at most this many times the file's size, beyond `META_FLOOR_BYTES`: parsed JSON
+#: takes up to ~20 times its text (``[],`` is a 56-byte list), and xpnet stores it
+#: uncompressed.
+MAX_META_EXPANSION = 4
+META_FLOOR_BYTES = 2 ** 20
 #: The most members a file's zip directory may list.
 MAX_MEMBERS = 2 ** 16
 _MAX_HEADER = 10000        # NumPy's own limit for a .npy header (max_header_size)
@@ -353,9 +358,12 @@ class NpzReader:
         if a.dtype != np.uint8 or len(a.shape) != 1:
             raise self._bad("its metadata %r must be 1-D uint8 (UTF-8 text), got shape %s "
                             "dtype %s" % (META_KEY, a.shape, a.dtype))
-        if a.nbytes > MAX_META_BYTES:
-            raise self._bad("its metadata declares %s, more than %s"
-                            % (_size(a.nbytes), _size(MAX_META_BYTES)))
+        cap = min(MAX_META_BYTES, max(META_FLOOR_BYTES, MAX_META_EXPANSION * self.file_size))
+        if a.nbytes > cap:
+            raise self._bad("its metadata declares %s, more than the %s xpnet reads from this "
+                            "file (at most %d times its size of %s, and at most %s)"
+                            % (_size(a.nbytes), _size(cap), MAX_META_EXPANSION,
+                               _size(self.file_size), _size(MAX_META_BYTES)))
         raw = self._data(a).tobytes()
         try:
             text = raw.decode("utf-8")
