@@ -195,7 +195,7 @@ def _deflated_meta_file(path, text):
 
 
 def test_deflated_json_metadata_is_bounded_by_the_file_size(tmp_path):
-    # 32 MiB of "[]," deflate to 33 KB and parse into 11 million lists (over 700 MB)
+    # 32 MiB of "[]," deflate to 33 KB and parsed into 11 million lists (757 MiB)
     n = (S.MAX_META_BYTES - 16) // 3
     p = _deflated_meta_file(tmp_path / "meta.npz", b'{"x":[' + b"[]," * n + b"[]]}")
     assert p.stat().st_size < 64 << 10

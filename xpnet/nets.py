@@ -5,6 +5,7 @@ book (``W1``, ``b1``, ``gamma1`` ...), so ``optimizer.update(net.params,
 grads)`` and ``net.params['W1'][...] = ...`` act on the layers' arrays.
 """
 import contextlib
+import copy
 import inspect
 import math
 import os
@@ -151,7 +152,6 @@ class Sequential:
 
     def __deepcopy__(self, memo):
         # copied between passes: a Trainer in another thread changes the layers' caches
-        import copy
         cls = type(self)
         new = cls.__new__(cls)
         memo[id(self)] = new
@@ -348,7 +348,8 @@ class Sequential:
 
     def gradient(self, x, t):
         """Backpropagation: returns ``{name: gradient}`` like `params`. The loss of this
-        forward pass is kept (on the device) in ``self.last_loss``."""
+        forward pass is kept: ``self.last_loss`` (a float) reads ``self.last_loss_array``
+        (on the device)."""
         with self._cpu_threads():
             self.last_loss_array = self.loss_array(x, t, train_flg=True)
             dout = self.last_layer.backward(1)
