@@ -186,8 +186,7 @@ def label_problem(t, n_classes, name):
             return ("%s%s = %r is not a one-hot or soft target value: they must be in [0, 1]"
                     % (name, _index(i, shape), float(flat[i])))
         # a row of zeros (loss 0) or summing to 2 trains on a wrong target, silently
-        sums = xp.sum(xp.astype(t, xp.float32 if xp.isdtype(t.dtype, "integral")
-                                else t.dtype), axis=1)
+        sums = xp.sum(xp.astype(t, t.dtype if t.dtype == xp.float64 else xp.float32), axis=1)
         i = _first(xp, xp.abs(sums - 1) > 1e-3)
         if i is not None:
             return ("%s row %d sums to %.6g; one-hot or soft target rows must sum to 1"
