@@ -13,7 +13,7 @@ import os
 import pickle
 
 from . import backend
-from .serialization import open_regular
+from .files import open_regular
 
 __all__ = ["load_book_params", "is_pickle", "fold_book_dropout", "BOOK_PICKLE_MAX_BYTES"]
 

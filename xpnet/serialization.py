@@ -22,9 +22,7 @@ import io
 import json
 import math
 import os
-import stat
 import struct
-import tempfile
 import warnings
 import zipfile
 
@@ -32,6 +30,7 @@ import numpy as np
 
 from .version import __version__
 from .backend import asnumpy, dtype_name
+from .files import atomic_write_bytes, current_umask, open_regular
 
 __all__ = ["atomic_write_bytes", "save_arrays", "load_arrays", "save_net", "load_into",
            "read_meta", "npz_path", "NpzReader", "load_param_file", "check_finite",
@@ -68,21 +67,6 @@ _KINDS = "biufc"
 _PARAM_DTYPES = ("float16", "float32", "float64")
 
 
-def current_umask():
-    """The process umask without changing it (os.umask(0) would, briefly, for every
-    thread); falls back to that where /proc is missing."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 class NonFiniteWarning(UserWarning):
     """Parameters holding NaN or infinite values were saved (a diverged net)."""
 
@@ -90,68 +74,6 @@ class NonFiniteWarning(UserWarning):
 def expansion_allowance(file_size, max_expansion=MAX_EXPANSION):
     """The most bytes of array data a file of `file_size` bytes may make xpnet allocate."""
     return max(EXPANSION_FLOOR_BYTES, max_expansion * file_size)
-
-
-def open_regular(path, what="parameter file"):
-    """`path` opened for reading in binary, refused (ValueError) unless it is a regular
-    file. Opened without blocking and checked on the open descriptor, so a FIFO, a
-    device or a socket (even behind a symlink) is refused without waiting on it."""
-    path = os.fspath(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise FileNotFoundError("%s not found: %s%s" % (
-            what, path, " (a broken link?)" if os.path.lexists(path) else "")) from None
-    except IsADirectoryError:
-        raise ValueError("%s is a directory, not a %s" % (path, what)) from None
-    except OSError as e:    # a symlink loop, no permission ...
-        raise ValueError("cannot read %s %s: %s" % (what, path, e.strerror or e)) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            if stat.S_ISDIR(mode):
-                raise ValueError("%s is a directory, not a %s" % (path, what))
-            kind = ("a FIFO (named pipe)"
-                    if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
-                    stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
-                    "not a regular file")
-            raise ValueError("%s is %s, not a %s: xpnet reads regular files only"
-                             % (path, kind, what))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def atomic_write_bytes(path, data):
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
-    The file gets the usual umask-based mode (0644 under umask 022), not mkstemp's 0600.
-    An existing directory at `path` is refused before any temporary file is made."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError("%s is a directory; give a file name inside it" % path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            except (AttributeError, OSError):   # no fchmod (Windows)
-                os.chmod(tmp, 0o666 & ~current_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save_arrays(path, arrays, meta=None, compress=False):
