@@ -39,17 +39,25 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
 
 
+TRACE_EVERY = 3      # tracing makes a read 4x slower: every third read is measured
+_reads = [0]
+
+
 def start_read():
     """Trace allocations for one read only (tracing hypothesis too would slow it 30x)."""
-    tracemalloc.start()
-    return tracemalloc.get_traced_memory()[0], time.monotonic()
+    _reads[0] += 1
+    traced = _reads[0] % TRACE_EVERY == 0
+    if traced:
+        tracemalloc.start()
+    return traced and tracemalloc.get_traced_memory()[0], time.monotonic()
 
 
 def check_read(start):
     base, t0 = start
-    mib = (tracemalloc.get_traced_memory()[1] - base) / (1 << 20)
-    tracemalloc.stop()
-    assert mib < MAX_ALLOC_MIB, "a fuzzed file made a reader allocate %.0f MiB" % mib
+    if base is not False:
+        mib = (tracemalloc.get_traced_memory()[1] - base) / (1 << 20)
+        tracemalloc.stop()
+        assert mib < MAX_ALLOC_MIB, "a fuzzed file made a reader allocate %.0f MiB" % mib
     took = time.monotonic() - t0
     assert took < HANG_S, "a reader ran for %.0f s" % took
 
