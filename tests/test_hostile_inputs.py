@@ -401,3 +401,21 @@ def test_an_atomic_write_to_a_directory_makes_no_temporary_file(tmp_path, monkey
     with pytest.raises(IsADirectoryError, match="out is a directory; give a file name"):
         S.atomic_write_bytes(target, b"data")
     assert made == [] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_the_trainer_reads_losses_from_the_device_array_not_the_float(monkeypatch):
+    # last_loss is a float, so reading it waits for the device: the Trainer must keep
+    # reading last_loss_array and bring losses back in batches
+    reads = []
+    prop = xpnet.nets.Sequential.last_loss
+    monkeypatch.setattr(xpnet.nets.Sequential, "last_loss", property(
+        lambda self: reads.append(1) or prop.fget(self), prop.fset))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    t = rng.integers(0, 3, 60)
+    net = xpnet.TwoLayerNet(4, 5, 3, seed=0, device="cpu")
+    tr = Trainer(net, x, t, x, t, epochs=2, mini_batch_size=10, verbose=False)
+    before = len(reads)
+    h = tr.train()
+    assert len(h["train_loss"]) == 12 and all(type(v) is float for v in h["train_loss"])
+    assert len(reads) == before
