@@ -116,12 +116,13 @@ def _xpnet_shim(factory):
 
 
 @pytest.fixture(autouse=True)
-def _docs_block_env(request, tmp_path_factory, monkeypatch):
+def _docs_block_env(request, tmp_path_factory):
     """Doc blocks run in order in one scratch folder per document, with xpnet's global
     settings restored afterwards."""
     if "markdown-docs" not in request.keywords:
         yield
         return
+    monkeypatch = request.getfixturevalue("monkeypatch")
     cfg = request.config
     dirs = cfg.__dict__.setdefault("_docs_dirs", {})
     path = Path(request.node.path)
