@@ -142,7 +142,22 @@ def _step_seconds(net, x, t, steps, opt, times):
         times.append(time.perf_counter() - t0)
 
 
-def book(book_dir, rounds=3):
+def gradient_check(book_dir, tmp, devices=("cpu",)):
+    """The book's ch05/gradient_check.py with the docs' changes: xpnet's loader (the sample)
+    and TwoLayerNet in float64. Its 80,000 loss evaluations make it a per-call-overhead test."""
+    src = (Path(book_dir) / "ch05" / "gradient_check.py").read_text(encoding="utf-8")
+    src = src.replace("from dataset.mnist import load_mnist",
+                      "from xpnet.datasets import load_mnist_sample as load_mnist")
+    src = src.replace("from two_layer_net import TwoLayerNet", "from xpnet import TwoLayerNet")
+    src = src.replace("output_size=10)", 'output_size=10, dtype="float64")')
+    for dev in devices:
+        wall, out = run_python(src, tmp, {"XPNET_DEVICE": dev})
+        diffs = ", ".join(line.replace(":", " ") for line in out.split() if ":" in line)
+        print("ch05/gradient_check.py (the docs' changes) on %s: %.1f s wall; %s"
+              "   [from-the-book.md]" % (dev, wall, diffs))
+
+
+def book(book_dir, tmp, rounds=3):
     import statistics
     import warnings
     import numpy as np
@@ -179,6 +194,7 @@ def book(book_dir, rounds=3):
                   rate["xpnet.SimpleConvNet"] / rate["book"],
                   rate["book on xpnet.layers"] / rate["book"],
                   rate["book + float32 line"] / rate["book"]))
+    gradient_check(book_dir, tmp)
     for cls, name in ((xpnet.DeepConvNet, "ch08/deep_convnet_params.pkl"),
                       (xpnet.SimpleConvNet, "ch07/params.pkl")):
         net = cls()
@@ -208,7 +224,7 @@ def main(argv=None):
                 sample(tmp, seed)
         if "book" in groups:
             if args.book:
-                book(args.book)
+                book(args.book, tmp)
             else:
                 print("from-the-book figures: skipped (pass --book DIR, a checkout of the "
                       "book's repository)")
