@@ -61,6 +61,16 @@ def _fence_rule(state):
         tok.content = body
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collect_file(file_path):
+    """Markdown files only: `--markdown-docs` would also import every .py file under
+    tests/ (helpers included) to look for code in docstrings; xpnet keeps none there."""
+    found = yield
+    if file_path.suffix == ".py":
+        found = [f for f in found if type(f).__name__ != "MarkdownDocstringCodeModule"]
+    return found
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_markdown_docs_markdown_it():
     from markdown_it import MarkdownIt

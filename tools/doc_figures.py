@@ -3,6 +3,7 @@
     python tools/doc_figures.py                    # every figure that needs no download
     python tools/doc_figures.py --book ~/deep-learning-from-scratch   # + the book's code
     python tools/doc_figures.py --only tours       # one group: tours, sample, book
+    python tools/doc_figures.py --only sample --seeds 0 1   # both seeds the docs quote
 
 Each line names the figure, the value measured here and the doc that quotes it. The first
 lines describe the machine (CPU, cores, load, BLAS), since every time depends on it; quote
