@@ -61,14 +61,14 @@ def _fence_rule(state):
         tok.content = body
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_collect_file(file_path):
     """Markdown files only: `--markdown-docs` would also import every .py file under
     tests/ (helpers included) to look for code in docstrings; xpnet keeps none there."""
-    found = yield
+    outcome = yield
     if file_path.suffix == ".py":
-        found = [f for f in found if type(f).__name__ != "MarkdownDocstringCodeModule"]
-    return found
+        outcome.force_result([f for f in outcome.get_result()
+                              if type(f).__name__ != "MarkdownDocstringCodeModule"])
 
 
 @pytest.hookimpl(tryfirst=True)
