@@ -497,14 +497,14 @@ def test_resume_with_no_epochs_left_says_so(tmp_path, capsys):
 def test_unexpected_os_errors_are_one_line_unless_debugging(capsys, monkeypatch, exc, line):
     def boom(data_dir=None):
         raise exc
-    monkeypatch.setattr(cli, "_info", boom)
+    monkeypatch.setattr(cli.info, "_info", boom)
     monkeypatch.delenv("XPNET_DEBUG", raising=False)
     code, _, err = run(["info"], capsys)
     one_line_error(code, err, line)
     monkeypatch.setenv("XPNET_DEBUG", "1")
     with pytest.raises(type(exc)):
         cli.main(["info"])
-    monkeypatch.setattr(cli, "_info", lambda data_dir=None: 1 / 0)
+    monkeypatch.setattr(cli.info, "_info", lambda data_dir=None: 1 / 0)
     monkeypatch.delenv("XPNET_DEBUG")
     with pytest.raises(ZeroDivisionError):        # a real bug keeps its traceback
         cli.main(["info"])
@@ -538,7 +538,7 @@ def test_huge_thread_count_is_capped_with_one_warning(capsys, monkeypatch):
 def test_a_broken_pipe_that_is_not_stdout_is_an_error_line(capsys, monkeypatch):
     def boom(data_dir=None):
         raise BrokenPipeError(32, "Broken pipe")        # e.g. a child process went away
-    monkeypatch.setattr(cli, "_info", boom)
+    monkeypatch.setattr(cli.info, "_info", boom)
     monkeypatch.delenv("XPNET_DEBUG", raising=False)
     code, _, err = run(["info"], capsys)
     one_line_error(code, err, "xpnet info: error: [Errno 32] Broken pipe")
