@@ -16,7 +16,6 @@ traceback too. `xpnet train` holds an OS lock on ``--out`` while it runs.
 """
 import argparse
 import os
-import select
 import sys
 import warnings
 
@@ -24,7 +23,8 @@ from .. import distributed
 from ..backend import cpu_threads as parallel
 from ..trainer.folder import FolderInUseError
 from ..version import __version__
-from . import bench, convert, evaluate, explain, export, info, train
+from .. import _command_start
+from . import bench, convert, evaluate, explain, export, info, streams, train
 from .common import DATASETS, MODELS, CLIError
 
 __all__ = ["main", "build_parser", "MODELS", "DATASETS"]
@@ -53,6 +53,8 @@ def _command_of(argv):
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
+    _command_start.end()        # Ctrl-C from here on: KeyboardInterrupt, handled below
+    streams.prepare()
     code = _run(argv)
     comm = distributed.world()
     if code and comm is not None and comm.size > 1:
@@ -96,8 +98,8 @@ def _run(argv):
         print("\nxpnet %s: %s" % (args.command, msg), file=sys.stderr)
         return 130
     except BrokenPipeError as e:
-        if _stdout_broken():
-            return _stdout_gone()
+        if streams.stdout_broken():
+            return streams.stdout_gone()
         return _unforeseen(args, e)         # another pipe (a socket, a child process)
     except (OSError, MemoryError, FolderInUseError) as e:
         return _unforeseen(args, e)
@@ -121,29 +123,3 @@ def _one_line(e):
         names = e.filename if e.filename2 is None else "%s -> %s" % (e.filename, e.filename2)
         return "%s: %s" % (names, e.strerror)
     return str(e) or type(e).__name__
-
-
-def _stdout_broken():
-    """True when it is stdout's reader that went away, not some other pipe: polling a
-    pipe whose reader has closed reports an error (POLLERR) on its write end."""
-    try:
-        fd = sys.stdout.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
-    except (OSError, ValueError, AttributeError):   # no fd (captured), no poll (Windows)
-        return False
-
-
-def _stdout_gone():
-    """stdout's reader went away (``xpnet eval ... | head -3``): stop quietly with the
-    status of a process killed by SIGPIPE (141), as Unix tools do."""
-    try:   # whatever is still buffered is flushed at exit: let it go to /dev/null
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return 141
-
-

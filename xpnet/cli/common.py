@@ -84,6 +84,19 @@ def load_data(args, name, flatten):
 
 
 
+def dataset_of(args, meta, path):
+    """The data set to use: --dataset, else the one the parameter file names, which
+    must be one xpnet knows."""
+    name = args.dataset or meta.get("dataset")
+    if name is None:
+        raise CLIError("%s does not say which data set it was trained on; pass --dataset "
+                       "(one of %s)" % (path, ", ".join(DATASETS)))
+    if name not in DATASETS:
+        raise CLIError("%s was trained on the data set %r, which xpnet doesn't know; pass "
+                       "--dataset (one of %s)" % (path, name, ", ".join(DATASETS)))
+    return name
+
+
 def file_meta(path):
     """The JSON metadata of a parameter file or checkpoint, as a dict; a damaged or
     foreign file is one line naming it."""
@@ -124,7 +137,7 @@ def params_path(p):
             inside = os.path.join(c, "params.npz")
             raise CLIError("%s is a directory, not a parameter file%s"
                            % (c, "; did you mean %s?" % inside if os.path.isfile(inside)
-                               else ""))
+                              else ""))
         return c
     raise CLIError("parameter file not found: %s" % p)
 

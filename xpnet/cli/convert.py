@@ -38,13 +38,16 @@ def cmd_convert(args):
     if config is None:
         raise CLIError("%s holds %s: no ready net of xpnet has exactly these parameters"
                        % (args.src, ", ".join("%s %s" % (k, tuple(v.shape))
-                                               for k, v in arrays.items())))
+                                              for k, v in arrays.items())))
     if args.activation:
         if config["type"] not in ("MultiLayerNet",):
             raise CLIError("--activation is for fully connected nets; %s fits %s"
                            % (args.src, config["type"]))
         config["activation"] = args.activation
-    net = build_net(config, device="cpu")
+    try:
+        net = build_net(config, device="cpu")
+    except ValueError as e:     # shapes beyond what xpnet builds (nets.MAX_PARAMETERS)
+        raise CLIError("%s: %s" % (args.src, e)) from None
     try:
         net.load_state_dict(book_params.fold_book_dropout(net, arrays))
     except ValueError as e:

@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from .. import backend
-from .common import (DATASETS, DEVICE_HELP, THREADS_HELP, CLIError, chosen_device, device_arg,
+from .common import (DATASETS, DEVICE_HELP, THREADS_HELP, CLIError, chosen_device,
+                     dataset_of, device_arg,
                      file_meta, load_data, lower, nonneg_int, params_path, positive_int, say,
                      set_threads)
 
@@ -56,10 +57,7 @@ def cmd_eval(args):
         net = load_net(path, device=device)
     except (OSError, ValueError, backend.DeviceError) as e:
         raise CLIError(str(e)) from None
-    name = args.dataset or meta.get("dataset")
-    if name is None:
-        raise CLIError("%s does not say which data set it was trained on; pass --dataset "
-                       "(one of %s)" % (args.params, ", ".join(DATASETS)))
+    name = dataset_of(args, meta, args.params)
     flatten = "input_dim" not in net.config
     name, train, test = load_data(args, name, flatten)
     x, t = train if args.split == "train" else test

@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from .. import backend
-from .common import (DATASETS, DEVICE_HELP, THREADS_HELP, CLIError, chosen_device, device_arg,
+from .common import (DATASETS, DEVICE_HELP, THREADS_HELP, CLIError, chosen_device,
+                     dataset_of, device_arg,
                      load_data, lower, nonneg_int, params_file, positive_float, positive_int,
                      say, set_threads)
 
@@ -67,7 +68,7 @@ def add_parser(sub):
     x.add_argument("--dataset", type=lower, choices=DATASETS, default=None,
                    help="default: the data set recorded in the parameter file")
     x.add_argument("--split", choices=("test", "train"), default="test")
-    x.add_argument("--seed", type=int, default=0, help="SmoothGrad noise seed (default 0)")
+    x.add_argument("--seed", type=nonneg_int, default=0, help="SmoothGrad noise seed (default 0)")
     x.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     x.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help=THREADS_HELP)
@@ -86,6 +87,10 @@ def cmd_explain(args):
     from ..nets import load_net
     from ..serialization import atomic_write_bytes, read_meta
 
+    if args.method == "occlusion" and args.stride > args.window:
+        raise CLIError("--stride %d is larger than --window %d: the pixels between windows "
+                       "would be hidden by none, so their map values would be undefined; pass "
+                       "--stride %d or less" % (args.stride, args.window, args.window))
     set_threads(args)
     device = chosen_device(args)
     path = params_file(args.params)
@@ -99,10 +104,7 @@ def cmd_explain(args):
             explain.layer_names(net)[explain.find_layer(net, args.layer, "--layer")]
     except (FileNotFoundError, ValueError, TypeError, backend.DeviceError) as e:
         raise CLIError(str(e)) from None
-    name = args.dataset or meta.get("dataset")
-    if name is None:
-        raise CLIError("%s does not say which data set it was trained on; pass --dataset "
-                       "(one of %s)" % (path, ", ".join(DATASETS)))
+    name = dataset_of(args, meta, path)
     name, train, test = load_data(args, name, "input_dim" not in net.config)
     x, t = train if args.split == "train" else test
     xs, ts = x[:args.images], t[:args.images]

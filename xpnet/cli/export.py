@@ -75,8 +75,8 @@ def cmd_export(args):
     g = model.graph
     say(args, "%s (%s) -> %s: ONNX opset %d, input %r %s %s, output %r %s"
         % (path, type(net).__name__, out, model.opset_import[0].version, g.input[0].name,
-            net.config.get("dtype", ""), _onnx_shape(g.input[0]), g.output[0].name,
-            _onnx_shape(g.output[0])))
+           net.config.get("dtype", ""), _onnx_shape(g.input[0]), g.output[0].name,
+           _onnx_shape(g.output[0])))
     return 0
 
 

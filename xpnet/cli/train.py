@@ -42,7 +42,7 @@ def add_parser(sub):
     t.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     t.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="default float32")
-    t.add_argument("--seed", type=int, default=None, help="default 0")
+    t.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
     t.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help=THREADS_HELP)
     t.add_argument("--out", default=None,
@@ -90,6 +90,9 @@ def _resume_defaults(args):
     if not stored or not isinstance(stored, dict):
         raise CLIError("%s was not written by `xpnet train` (no stored options); resume it "
                        "from Python with Trainer(..., resume=%r)" % (path, path))
+    args.lr_given = args.lr is not None
+    changes = meta["history"]["config"]["run_info"].get("lr_changes")
+    args.lr_changes = list(changes) if isinstance(changes, list) else []
     for k in _STORED:
         if getattr(args, k) is None and stored.get(k) is not None:
             setattr(args, k, stored[k])
@@ -112,8 +115,8 @@ def _check_more_epochs(args, path):
     raise CLIError("--epochs %d is the total number of epochs, counted from the start, and %s "
                    "has already trained %d epoch%s%s; pass --epochs %d or more to train further"
                    % (args.epochs, path, done, "" if done == 1 else "s",
-                       " and %d step%s of the next" % (pos, "" if pos == 1 else "s") if pos
-                       else "", done + 1))
+                      " and %d step%s of the next" % (pos, "" if pos == 1 else "s") if pos
+                      else "", done + 1))
 
 
 
@@ -194,11 +197,13 @@ def _train(args):
     init_filters = _save_initial_filters(net, out, resume_path) if root else None
     cli_opts = {k: getattr(args, k) for k in _STORED}
     run_info = {"cli": cli_opts, "dataset": name}
+    if getattr(args, "lr_changes", None):
+        run_info["lr_changes"] = args.lr_changes
     if comm is not None:
         run_info["ranks"] = comm.size
     say(args, "model: %s (%s, %s)  optimizer: %s lr=%g  batch %d  epochs %d  seed %d"
         % (type(net).__name__, args.dtype, device.name, args.optimizer, args.lr,
-            args.batch_size, args.epochs, args.seed))
+           args.batch_size, args.epochs, args.seed))
     try:
         trainer = Trainer(net, x, t, xt, tt, epochs=args.epochs, mini_batch_size=args.batch_size,
                           optimizer=args.optimizer, optimizer_param={"lr": args.lr},
@@ -209,6 +214,8 @@ def _train(args):
                           resume=resume_path, run_info=run_info, comm=comm)
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
+    if resume_path is not None and getattr(args, "lr_given", False):
+        _change_lr(args, trainer)
     try:
         history = trainer.train()
     except TrainingDivergedError as e:
@@ -232,6 +239,26 @@ def _train(args):
     return 0
 
 
+def _change_lr(args, trainer):
+    """--lr with --resume: the checkpoint's optimizer holds the learning rate it trained
+    with; the one asked for replaces it from the next step on, and the history's
+    run_info records the change (``lr_changes``: epoch, step, from, to)."""
+    from ..trainer import history
+    old = getattr(trainer.optimizer, "lr", None)
+    if old is None or float(old) == args.lr:
+        return
+    if getattr(trainer, "lr_schedule", None) is not None:
+        raise CLIError("--lr %g: this run follows a learning-rate schedule, which sets the "
+                       "rate at every step; resume without --lr, or start a new run"
+                       % args.lr)
+    trainer.optimizer.lr = args.lr
+    trainer.run_info.setdefault("lr_changes", []).append(
+        {"epoch": trainer.current_epoch, "step": trainer.current_iter, "from": float(old),
+         "to": args.lr})
+    trainer.history["config"] = history.config(trainer)
+    say(args, "learning rate: %g from the checkpoint, now %g (--lr)" % (old, args.lr))
+
+
 def _save_initial_filters(net, out, resume_path):
     """``filters_init.npz``: a conv net's first-layer filters before training, so `xpnet
     explain --method maps` can draw them before/after. A resumed run keeps the file (its
@@ -250,8 +277,13 @@ def _train_plots(args, net, history, out):
     if not ok:
         say(args, "plots skipped: %s" % why)
         return []
-    paths = [os.path.join(out, "curves.png")]
-    viz.plot_history(history, paths[0], title="%s on %s" % (type(net).__name__, args.dataset))
+    paths = []
+    if any(history.get(k) for k in ("train_loss", "train_acc", "test_acc")):
+        paths.append(os.path.join(out, "curves.png"))
+        viz.plot_history(history, paths[0],
+                         title="%s on %s" % (type(net).__name__, args.dataset))
+    else:
+        say(args, "curves skipped: no epoch was trained")
     W = net.params.get("W1")
     if W is not None and W.ndim == 4:
         paths.append(os.path.join(out, "filters.png"))
