@@ -21,7 +21,7 @@ from .validate import fraction, positive_float
 __all__ = [
     "DtypeWarning", "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
     "IdentityWithLoss", "Convolution", "Pooling", "AvgPooling", "Dropout",
-    "BatchNormalization", "Flatten",
+    "BatchNormalization", "Flatten", "running_stats",
 ]
 
 
@@ -470,6 +470,15 @@ class Dropout(Layer):
         return "Dropout(%g)" % self.dropout_ratio
 
 
+def running_stats(running_mean, running_var, mean, var, count, momentum):
+    """BatchNorm's running statistics after one batch, as new arrays:
+    ``momentum * running + (1 - momentum) * batch``, with the batch variance `var`
+    (biased, over `count` values per feature) made unbiased."""
+    mo = float(momentum)
+    return (running_mean * mo + (1.0 - mo) * mean,
+            running_var * mo + (1.0 - mo) * (count / (count - 1.0)) * var)
+
+
 class BatchNormalization(Layer):
     """Batch normalization for (N, D) and, per channel, for (N, C, H, W) inputs.
 
@@ -504,6 +513,13 @@ class BatchNormalization(Layer):
     running_var = property(lambda s: s.buffers["running_var"],
                            lambda s, v: s.buffers.__setitem__("running_var", v))
 
+    def update_running_stats(self, mean, var, count):
+        """Fold one batch's per-feature `mean` and biased `var` (over `count` values per
+        feature) into the running statistics; the buffers are rebound to new arrays."""
+        b = self.buffers
+        b["running_mean"], b["running_var"] = running_stats(
+            b["running_mean"], b["running_var"], mean, var, count, self.momentum)
+
     def _axes(self, x):
         D = self.params["gamma"].shape[0]
         if x.ndim == 2 and x.shape[1] == D:
@@ -529,12 +545,7 @@ class BatchNormalization(Layer):
             var = xp.mean(xc * xc, axis=axes, keepdims=True)
             std = xp.sqrt(var + self.eps)
             xn = xc / std
-            mo = self.momentum
-            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-            rm *= mo
-            rm += (1.0 - mo) * xp.reshape(mu, (-1,))
-            rv *= mo
-            rv += (1.0 - mo) * (m / (m - 1.0)) * xp.reshape(var, (-1,))
+            self.update_running_stats(xp.reshape(mu, (-1,)), xp.reshape(var, (-1,)), m)
             self._c_cache = (xn, std, axes, bshape)
         else:
             mean = xp.reshape(self.buffers["running_mean"], bshape)
