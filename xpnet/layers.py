@@ -442,6 +442,10 @@ class Dropout(Layer):
     `dropout_ratio` and survivors are scaled by ``1/(1-ratio)``, so evaluation is
     the identity (the book scales at test time instead; the expectations agree)."""
 
+    #: ``draw(shape, like)`` giving uniform [0, 1) numbers; None: `backend.uniform`. A
+    #: compiled step sets it, for its trace, to draw from the random key it carries.
+    draw = None
+
     def __init__(self, dropout_ratio=0.5):
         super().__init__()
         self.dropout_ratio = fraction(dropout_ratio, "Dropout: dropout_ratio")
@@ -451,7 +455,7 @@ class Dropout(Layer):
         if not train_flg or self.dropout_ratio == 0.0:
             self._c_mask = None
             return x
-        u = backend.uniform(x.shape, like=x)
+        u = (self.draw or backend.uniform)(x.shape, like=x)
         # The scaled mask doubles as the backward factor.
         keep = xp.astype(u >= self.dropout_ratio, x.dtype)
         self._c_mask = mask = keep * (1.0 / (1.0 - self.dropout_ratio))

@@ -6,8 +6,9 @@ Each update rule is written once, as a small function of arrays (`adam_rule`
 an array (so immutable libraries work), in place on NumPy, one fused elementwise
 kernel per parameter on CuPy. The optimizer stores what the provider returns
 through ``params[key] = new``, so ``update(net.params, grads)`` updates the net on
-every library, and in place on NumPy and CuPy as in the book. State arrays live on the parameters' device and keep their dtype;
-hyper-parameters are Python floats, so they never promote a float32 update.
+every library, and in place on NumPy and CuPy as in the book. State arrays live
+on the parameters' device and keep their dtype; hyper-parameters are Python
+floats, so they never promote a float32 update.
 """
 import math
 
@@ -36,20 +37,6 @@ def _unit(opt, name, v):
 
 def _copy(a):
     return backend.namespace(a).asarray(a, copy=True)
-
-
-def applied(out, p, state):
-    """``(new p, new state)`` from a provider's `apply_update` result: the rule's whole
-    tuple ``(p, *state)``, the new `p` alone (the state arrays were updated in place), or
-    None (an in-place provider: `p` and `state` hold the new values)."""
-    if out is None:
-        return p, state
-    if isinstance(out, (tuple, list)):
-        if len(out) != 1 + len(state):
-            raise RuntimeError("apply_update returned %d arrays, expected %d (the parameter "
-                               "and its %d state arrays)" % (len(out), 1 + len(state), len(state)))
-        return out[0], tuple(out[1:])
-    return out, state
 
 
 class Optimizer:
@@ -101,13 +88,8 @@ class Optimizer:
             if g.dtype != p.dtype:
                 g = backend.namespace(g).astype(g, p.dtype)
             st = self._state_for(key, p)
-            old = tuple(st[s] for s in self._slots)
-            new_p, new_state = applied(backend.provider(p).apply_update(
-                self.rule, p, g, old, scalars), p, old)
-            for s, a in zip(self._slots, new_state):
-                st[s] = a
-            if new_p is not p:
-                params[key] = new_p
+            backend.provider(p).apply_update(self.rule, p, g, tuple(st[s] for s in self._slots),
+                                             scalars)
 
     # -- checkpoints
 
