@@ -126,7 +126,7 @@ def test_fewer_gpus_than_local_ranks_is_a_clear_error():
 
 def test_mpi4py_missing_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)     # `import mpi4py` fails
-    monkeypatch.setattr(distributed, "_world", None)
+    monkeypatch.setattr(distributed.launch, "_world", None)
     with pytest.raises(distributed.DistributedError, match=r'pip install -e "\.\[mpi\]"'):
         distributed.init()
 
@@ -157,7 +157,8 @@ def test_chan_combination_is_the_global_mean_and_variance():
     for part in np.array_split(x, 3):
         mu = part.mean(axis=0)
         rows.append(np.concatenate([[len(part)], mu, ((part - mu) ** 2).sum(axis=0)]))
-    n, mean, sq = distributed._combine(np.array(rows), 5)
+    from xpnet.sync_batchnorm import _combine
+    n, mean, sq = _combine(np.array(rows), 5)
     assert n == 11
     np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-14)
     np.testing.assert_allclose(sq / n, x.var(axis=0), rtol=1e-12)
@@ -192,6 +193,51 @@ def test_sync_batchnorm_keeps_the_nets_names_and_views():
     assert sorted(net.state_dict()) == sorted(before)
     net.params["gamma1"][...] = 2.0
     assert float(net.layers[1].params["gamma"][0]) == 2.0
+
+
+def _read_only(arrays):
+    for a in arrays:
+        a.flags.writeable = False    # an in-place write raises, as on an immutable library
+
+
+def test_sync_batchnorm_rebinds_its_running_statistics():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4))
+    sb = distributed.SyncBatchNormalization(np.ones(4), np.zeros(4), _fake())
+    bn = xpnet.BatchNormalization(np.ones(4), np.zeros(4))
+    _read_only(list(sb.buffers.values()))
+    old = dict(sb.buffers)
+    sb.forward(x, True)
+    bn.forward(x, True)
+    for k in ("running_mean", "running_var"):
+        assert sb.buffers[k] is not old[k]
+        np.testing.assert_array_equal(sb.buffers[k], bn.buffers[k])   # BatchNorm's own rule
+
+
+def test_broadcast_and_buffer_averaging_rebind_the_nets_arrays():
+    root = xpnet.MultiLayerNetExtend(8, [6], 3, use_batchnorm=True, dtype="float64", seed=0)
+    net = xpnet.MultiLayerNetExtend(8, [6], 3, use_batchnorm=True, dtype="float64", seed=1)
+    for name, a in root.buffers.items():
+        root.load_state_dict({name: a + 1.0}, strict=False)
+    want = root.state_dict()
+
+    def bcast(buf, r=0, what=""):
+        buf[...] = distributed.optimizer._pack(
+            [a for _, a in distributed.optimizer._state_arrays(root)], buf.dtype)
+        return buf
+    comm = SimpleNamespace(rank=1, size=2, bcast=bcast,
+                           allgather_object=lambda obj, what="": [obj, obj],
+                           allreduce=lambda buf, what="": np.multiply(buf, 2, out=buf))
+    _read_only([*net.params.values(), *net.buffers.values()])
+    distributed.broadcast_params(net, comm)
+    got = net.state_dict()
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    _read_only(net.buffers.values())
+    assert distributed.average_buffers(net, comm) == 2      # both ranks hold the same: kept
+    for k, a in net.buffers.items():
+        np.testing.assert_array_equal(a, want[k])
 
 
 def test_distributed_optimizer_on_one_rank_is_the_optimizer():
@@ -280,8 +326,8 @@ def test_cli_two_ranks_write_one_set_of_files_and_match_one_process(one_epoch_ru
     files = sorted(str(p.relative_to(two.folder)) for p in two.folder.rglob("*"))
     assert files == [".xpnet.lock", "checkpoints", "checkpoints/.xpnet.lock",
                      "checkpoints/checkpoint.json", "checkpoints/checkpoint.npz", "curves.png",
-                     "filters.png", "filters_init.npz", "history.json", "params.json",
-                     "params.npz"], files
+                     "filters.png", "filters_init.npz", "history.csv", "history.json",
+                     "params.json", "params.npz"], files
     assert two.stdout.count("final test accuracy") == 1      # rank 0 alone reports
     assert "(rank 0 of 2)" in two.stdout
     h2 = json.loads((two.folder / "history.json").read_text())
