@@ -361,3 +361,15 @@ def test_kill_9_mid_run_and_resume_equal_one_run(tmp_path):
               "final_test_acc"):
         assert ha[k] == hb[k], k
     assert (cut / "history.csv").read_text().count("\n") == len(hb["test_acc"]) + 1
+
+
+def test_curves_show_the_schedule_and_the_validation_split():
+    pytest.importorskip("matplotlib")
+    from xpnet import viz
+    h = Trainer(conv_net(), *make_images(), **dict(OPTIONS, epochs=2)).train()
+    fig = viz.plot_history(h)
+    loss_ax, acc_ax, lr_ax = fig.axes
+    assert list(lr_ax.lines[0].get_ydata()) == h["lr"]
+    assert lr_ax.get_ylabel() == "learning rate"
+    labels = [ln.get_label() for ln in acc_ax.lines]
+    assert "validation" in labels and "best epoch" in labels
