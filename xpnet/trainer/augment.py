@@ -126,8 +126,8 @@ class Augment:
         cy, cx = (h - 1) / 2, (w - 1) / 2
         jj = j + flip * ((w - 1) - 2 * j)           # mirrored output column when flipped
         yy, xx = i - cy - dy, jj - cx - dx
-        si = xp.round(cos * yy - sin * xx + cy)
-        sj = xp.round(sin * yy + cos * xx + cx)
+        si = xp.round(cos * yy + sin * xx + cy)     # positive angles turn anticlockwise
+        sj = xp.round(cos * xx - sin * yy + cx)
         inside = (si >= 0) & (si <= h - 1) & (sj >= 0) & (sj <= w - 1)
         pix = xp.astype(xp.where(inside, si * w + sj, xp.zeros_like(si)), xp.int64)
         img = xp.reshape(xp.arange(n * c, dtype=xp.int64, device=x.device), (n, c, 1, 1))
