@@ -714,3 +714,62 @@ def test_resume_with_lr_applies_it_and_records_it(tmp_path, capsys):
     h = json.loads((out / "history.json").read_text())
     assert h["config"]["optimizer"]["hyper"]["lr"] == 0.0005
     assert len(h["config"]["run_info"]["lr_changes"]) == 1     # kept across resumes
+
+
+# ---------------------------------------------------------------- issue 23: the Trainer's options
+
+def test_schedule_augment_validation_and_tensorboard_reach_the_trainer(tmp_path, capsys):
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    code, stdout, err = train_tiny(out, capsys, "--epochs", 2, "--schedule", "cosine",
+                                   "--warmup", 1, "--augment", "shift:1", "--val-split", 0.2,
+                                   "--patience", 2, "--tensorboard", tb)
+    assert code == 0, err
+    cfg = json.loads((out / "history.json").read_text())["config"]
+    assert cfg["lr_schedule"]["name"] == "cosine" and cfg["lr_schedule"]["warmup"] == 1.0
+    assert cfg["augment"] == "shift:1" and cfg["val_split"] == 0.2
+    assert cfg["early_stopping"] == 2 and cfg["train_size"] == 160 and cfg["val_size"] == 40
+    h = json.loads((out / "history.json").read_text())
+    assert len(h["val_acc"]) == 2 and h["best_epoch"] in (1, 2)
+    assert [f.name for f in tb.iterdir()][0].startswith("events.out.tfevents")
+    assert str(out / "history.csv") in stdout
+    # a resume takes them from the checkpoint
+    code, _, err = run(["train", "--resume", out / "checkpoints", "--epochs", 3, "--quiet"],
+                       capsys)
+    assert code == 0, err
+    cfg = json.loads((out / "history.json").read_text())["config"]
+    assert cfg["lr_schedule"]["name"] == "cosine" and cfg["augment"] == "shift:1"
+    assert cfg["val_split"] == 0.2 and cfg["epochs"] == 3
+
+
+def test_compile_flag_asks_for_a_compiled_step(tmp_path, capsys, monkeypatch):
+    from xpnet.compile import compile_step
+    calls = []
+
+    def recording(net, optimizer, *a, **k):
+        calls.append(type(net).__name__)
+        return compile_step(net, optimizer, *a, **k)
+    monkeypatch.setattr(xpnet, "compile_step", recording, raising=False)
+    code, _, err = train_tiny(tmp_path, capsys, "--model", "two_layer", "--compile", "--quiet")
+    assert code == 0, err
+    assert calls and calls[0] == "TwoLayerNet"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patience", 2], "early_stopping=2 needs a validation split"),
+    (["--model", "mlp", "--augment", "shift:2"], "needs images shaped (N, C, H, W)"),
+    (["--augment", "wobble:3"], "unknown operation 'wobble'"),
+])
+def test_trainer_options_that_dont_fit_are_one_line(tmp_path, capsys, extra, message):
+    code, _, err = train_tiny(tmp_path, capsys, *extra)
+    one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("argv, valid", [
+    (["train", "--val-split", "1.5"], "argument --val-split: expected a fraction between 0 and 1"),
+    (["train", "--schedule", "zigzag"], "'constant', 'step', "),
+    (["train", "--warmup", "-1"], "argument --warmup: expected a number >= 0"),
+])
+def test_trainer_option_values_exit_2(argv, valid, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(argv)
+    assert ei.value.code == 2 and valid in capsys.readouterr().err

@@ -1,8 +1,10 @@
 """`xpnet train`: train a network and write its parameters, history, checkpoints and
 plots to --out (rank 0 alone when an MPI launcher started several processes)."""
+import argparse
 import os
 
 from .. import distributed, registry
+from ..trainer import augment, schedules
 from .common import (DATASETS, DEVICE_HELP, MODELS, THREADS_HELP, CLIError, chosen_device,
                      device_arg,
                      claim_out, file_meta, load_data, lower, nonneg_float, nonneg_int,
@@ -56,8 +58,52 @@ def add_parser(sub):
     t.add_argument("--eval-samples", type=positive_int, default=None, metavar="N",
                    help="per-epoch accuracy on the first N train/test images (default all; "
                    "the final test accuracy always uses the whole test set)")
+    g = t.add_argument_group("schedule, augmentation, validation and logs")
+    g.add_argument("--schedule", type=lower, choices=schedules.NAMES, default=None,
+                   help="learning-rate schedule (default constant); lengths are in epochs")
+    g.add_argument("--warmup", type=nonneg_float, default=None, metavar="EPOCHS",
+                   help="linear warm-up of the learning rate over the first EPOCHS epochs")
+    g.add_argument("--augment", default=None, metavar="SPEC",
+                   help="data augmentation on the net's device, e.g. shift:2,flip "
+                   "(operations: %s)" % ", ".join(augment.OPS))
+    g.add_argument("--val-split", type=_fraction, default=None, metavar="F",
+                   help="hold out this fraction of the training set; the epoch best on it is "
+                   "the one kept in params.npz")
+    g.add_argument("--patience", type=positive_int, default=None, metavar="N",
+                   help="stop when the validation accuracy has not improved for N epochs "
+                   "(needs --val-split)")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard event files to DIR (the tensorboard extra)")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="compile the training step (jax.jit, torch.compile) where the "
+                   "device's library can")
     t.add_argument("--quiet", action="store_true", help="print nothing but errors")
     t.set_defaults(func=cmd_train)
+
+
+def _fraction(text):
+    """An argparse type: a fraction strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError("expected a fraction between 0 and 1, got %r" % text)
+    return v
+
+
+def _trainer_options(args):
+    """The Trainer's keyword arguments for --schedule ... --compile."""
+    schedule = None
+    if args.schedule is not None or args.warmup:
+        try:
+            schedule = schedules.from_spec(args.schedule or "constant",
+                                           warmup=args.warmup or 0.0)
+        except (TypeError, ValueError) as e:
+            raise CLIError("--schedule %s: %s" % (args.schedule or "constant", e)) from None
+    return {"lr_schedule": schedule, "augment": args.augment or None,
+            "val_split": args.val_split or 0.0, "early_stopping": args.patience,
+            "tensorboard": args.tensorboard, "compile": bool(args.compile)}
 
 
 def _build_model(model, weight_decay, dtype, device, seed):
@@ -73,6 +119,7 @@ def _build_model(model, weight_decay, dtype, device, seed):
 
 
 _STORED = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+           "schedule", "warmup", "augment", "val_split", "patience", "tensorboard", "compile",
            "dtype", "seed", "out", "limit", "eval_samples")
 
 
@@ -211,8 +258,9 @@ def _train(args):
                           verbose=not args.quiet, seed=args.seed,
                           checkpoint_dir=os.path.join(out, "checkpoints"),
                           history_path=os.path.join(out, "history.json"),
-                          resume=resume_path, run_info=run_info, comm=comm)
-    except (ValueError, FileNotFoundError) as e:
+                          resume=resume_path, run_info=run_info, comm=comm,
+                          **_trainer_options(args))
+    except (ValueError, RuntimeError, ImportError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
     if resume_path is not None and getattr(args, "lr_given", False):
         _change_lr(args, trainer)
@@ -233,6 +281,8 @@ def _train(args):
         "dataset": name, "cli": cli_opts, "final_test_acc": history["final_test_acc"]})]
     written.append(os.path.join(out, "params.json"))
     written.append(os.path.join(out, "history.json"))
+    written += [p for p in (os.path.join(out, "history.csv"), args.tensorboard)
+                if p and os.path.exists(p)]
     written += [init_filters] if init_filters else []
     written += _train_plots(args, net, history, out)
     say(args, "wrote:\n  " + "\n  ".join(written))
