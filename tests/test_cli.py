@@ -213,6 +213,10 @@ def test_info_lists_versions_devices_and_datasets(capsys):
     gpu = [d for d in info["devices"] if d["name"].startswith("gpu")]
     assert gpu and gpu[0]["available"] == ok and (ok or gpu[0]["reason"] == why)
     assert info["cpu_threads"]["threads"] == xpnet.get_num_threads()
+    cpu = [d for d in info["devices"] if d["name"] == "cpu"][0]
+    assert cpu["dtypes"] == list(xpnet.get_device("cpu").dtypes) and "float64" in cpu["dtypes"]
+    code, stdout, _ = run(["info"], capsys)
+    assert "dtypes: %s" % ", ".join(cpu["dtypes"]) in stdout
 
 
 def test_threads_option_and_bad_env(tmp_path, capsys, monkeypatch):

@@ -384,6 +384,20 @@ def test_a_failing_rank_ends_the_job(how):
         assert "rank 0 of 2 waited more than 3 s in the gradient all-reduce" in err
 
 
+@needs_mpi
+def test_two_ranks_each_on_its_own_array_api_strict_device(tmp_path):
+    pytest.importorskip("array_api_strict")
+    out = tmp_path / "ranks.json"
+    code, _, err, _ = _mpirun(2, [str(HERE), "rank_devices", str(out)], timeout=120)
+    assert code == 0, err[-4000:]
+    r0, r1 = json.loads(out.read_text())
+    assert [r0["device"], r1["device"]] == ["array-api-strict:device1",
+                                            "array-api-strict:device2"]
+    assert r0["params_on_device"] and r1["params_on_device"]
+    assert r0["params"] == r1["params"]          # one model, trained on two devices
+    assert r0["loss"][1] < r0["loss"][0]
+
+
 # ---------------------------------------------------------------------- the workers
 
 class _Counting:
@@ -547,8 +561,33 @@ def _worker_measure():
         print(json.dumps(report, indent=1))
 
 
+def _worker_rank_devices(out_path):
+    """Each rank on its own array-api-strict device (device_for_rank), trained together."""
+    from xpnet.trainer import Trainer
+    comm = distributed.init()
+    dev = distributed.device_for_rank(xpnet.get_device("array-api-strict"), comm)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    t = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    net = xpnet.MultiLayerNet(8, [6], 3, dtype="float32", device=dev, seed=comm.rank)
+    tr = Trainer(net, x[:32], t[:32], x[32:], t[32:], epochs=3, mini_batch_size=8,
+                 optimizer="Adam", optimizer_param={"lr": 0.05}, seed=0, verbose=False,
+                 comm=comm)
+    tr.train()
+    mine = {"device": str(dev), "params_on_device": all(
+                xpnet.device_of(v) == dev for v in net.params.values()),
+            "params": {k: xpnet.asnumpy(v).tolist() for k, v in net.params.items()},
+            "loss": [tr.train_loss_list[0], tr.train_loss_list[-1]]}
+    everyone = comm.allgather_object(mine)
+    if comm.rank == 0:
+        Path(out_path).write_text(json.dumps(everyone))
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
+    if mode == "rank_devices":
+        _worker_rank_devices(sys.argv[2])
+        sys.exit(0)
     if mode == "equivalence":
         _worker_equivalence(sys.argv[2])
     elif mode == "fail":

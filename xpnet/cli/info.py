@@ -34,6 +34,14 @@ def _dist_version(module):
     return None
 
 
+def _dtypes(name):
+    """The dtype names device `name` holds (`Device.dtypes`), or None if it can't say."""
+    try:
+        return list(backend.get_device(name).dtypes)
+    except (backend.DeviceError, AttributeError):   # an older backend without `dtypes`
+        return None
+
+
 def _info(data_dir=None):
     from .. import datasets
     info = {"xpnet": __version__, "python": platform.python_version(),
@@ -57,6 +65,9 @@ def _info(data_dir=None):
     else:
         info["devices"].append({"name": "gpu", "backend": "cupy", "available": False,
                                 "reason": why})
+    for d in info["devices"]:
+        if d["available"]:
+            d["dtypes"] = _dtypes(d["name"])
     try:
         info["default_device"] = backend.current_device().name
     except backend.DeviceError as e:
@@ -89,6 +100,8 @@ def cmd_info(args):
         if d["available"]:
             print("  %-6s %s%s" % (d["name"], d["backend"],
                                    "  (%s)" % d["model"] if d.get("model") else ""))
+            if d.get("dtypes"):
+                print("         dtypes: %s" % ", ".join(d["dtypes"]))
         else:
             print("  %-6s not available: %s" % (d["name"], d["reason"]))
     print("device names: %s" % info["device_names"])

@@ -83,27 +83,30 @@ def fork_rank_stream(comm, seed=None):
 
 
 def device_for_rank(device, comm, gpu_count=None):
-    """The device this rank uses: a GPU device becomes GPU ``local_rank`` (one per rank);
-    anything else is unchanged. DistributedError when this host has fewer GPUs than
-    ranks. `gpu_count` overrides the count (tests)."""
-    if getattr(device, "type", None) != "cuda":
-        return device
-    n = _gpu_count(device) if gpu_count is None else int(gpu_count)
-    if n < comm.local_size:
-        raise DistributedError(
-            "%d ranks run on this host but it has %d GPU%s: each rank needs its own GPU "
-            "(gpu:local_rank). Start at most %d rank%s per host (mpiexec -ppn %d) or train "
-            "on the CPU" % (comm.local_size, n, "" if n == 1 else "s", n, "" if n == 1 else "s",
-                            max(n, 1)))
-    return backend.Device(device.kind, comm.local_rank, device.reference, type=device.type)
+    """The device this rank uses: the same kind of device with index ``local_rank``
+    (`Device.for_rank`: ``gpu:r``, ``torch:cuda:r``, ``array-api-strict:device{r+1}``);
+    the host CPU is shared. DistributedError when this host has fewer such devices than
+    ranks. `gpu_count` overrides the count of GPUs (tests)."""
+    if getattr(device, "type", None) == "cuda":
+        n = _gpu_count(device) if gpu_count is None else int(gpu_count)
+        if n < comm.local_size:
+            raise DistributedError(
+                "%d ranks run on this host but it has %d GPU%s: each rank needs its own GPU "
+                "(gpu:local_rank). Start at most %d rank%s per host (mpiexec -ppn %d) or "
+                "train on the CPU" % (comm.local_size, n, "" if n == 1 else "s", n,
+                                      "" if n == 1 else "s", max(n, 1)))
+        if gpu_count is not None:       # a pretended count: the library isn't asked
+            return backend.Device(device.kind, comm.local_rank, device.reference,
+                                  type=device.type)
+    try:
+        return device.for_rank(comm.local_rank)
+    except backend.DeviceError as e:
+        raise DistributedError("rank %d of %d on this host: %s"
+                               % (comm.local_rank, comm.local_size, e)) from None
 
 
 def _gpu_count(device):
-    if device.library == "cupy":
-        return int(device.xp.cuda.runtime.getDeviceCount())
-    if device.library == "torch":
-        return int(device.xp.cuda.device_count())
-    return 0
+    return int(device.backend.device_count(device.type))
 
 
 def accuracy(net, x, t, comm, batch_size=100, measure=None):
