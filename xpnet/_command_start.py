@@ -3,12 +3,14 @@
 Imported first by ``xpnet/__init__.py``. When this process is the `xpnet` command
 (the console script or ``python -m xpnet``), SIGINT until `xpnet.cli.main` starts
 ends the process as the command's own Ctrl-C does later, instead of a
-KeyboardInterrupt traceback from deep inside an import and death by signal. In any
-other process (a script or notebook importing xpnet) it does nothing.
+KeyboardInterrupt traceback from deep inside an import and death by _signal. In any
+other process (a script or notebook importing xpnet) it does nothing. Ctrl-C during
+the interpreter's own start, before xpnet's first line runs, is Python's to handle.
 """
 import os
-import signal
 import sys
+
+import _signal    # not `signal`: its enums cost an import window of their own
 
 __all__ = ["end"]
 
@@ -35,12 +37,12 @@ def _interrupted(signum, frame):
 
 def end():
     """`xpnet.cli.main` has started: Ctrl-C is a KeyboardInterrupt again."""
-    if signal.getsignal(signal.SIGINT) is _interrupted:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _signal.getsignal(_signal.SIGINT) is _interrupted:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
 
 
-if (_is_the_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+if (_is_the_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler):
     try:
-        signal.signal(signal.SIGINT, _interrupted)
+        _signal.signal(_signal.SIGINT, _interrupted)
     except ValueError:      # not the main thread
         pass
