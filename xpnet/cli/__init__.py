@@ -13,17 +13,21 @@ See docs/training.md. `main(argv)` returns the exit status (0 ok, 1 failure,
 ``xpnet eval ... | head``). A failure is one line on stderr, never a traceback; for a
 file, disk or memory error that xpnet did not foresee, ``XPNET_DEBUG=1`` shows the
 traceback too. `xpnet train` holds an OS lock on ``--out`` while it runs.
+
+One module per subcommand (train, evaluate, export, convert, explain, info, bench),
+each with ``add_parser(sub)`` and its ``cmd_*``; `common` holds what they share
+(`CLIError`, argparse types, data and parameter files), `streams` makes stdout and
+stderr safe to print to (closed, undecodable names, a reader gone).
 """
 import argparse
 import os
 import sys
 import warnings
 
-from .. import distributed
+from .. import _command_start, distributed
 from ..backend import cpu_threads as parallel
 from ..trainer.folder import FolderInUseError
 from ..version import __version__
-from .. import _command_start
 from . import bench, convert, evaluate, explain, export, info, streams, train
 from .common import DATASETS, MODELS, CLIError
 
