@@ -718,6 +718,14 @@ def test_resume_with_lr_applies_it_and_records_it(tmp_path, capsys):
     h = json.loads((out / "history.json").read_text())
     assert h["config"]["optimizer"]["hyper"]["lr"] == 0.0005
     assert len(h["config"]["run_info"]["lr_changes"]) == 1     # kept across resumes
+    # a scheduled run sets the rate every step: --lr is refused, saying so
+    out = tmp_path / "s"
+    code, _, err = train_tiny(out, capsys, "--model", "two_layer", "--schedule", "cosine",
+                              "--quiet")
+    assert code == 0, err
+    code, _, err = run(["train", "--resume", out / "checkpoints", "--epochs", 2, "--lr",
+                        "0.0005"], capsys)
+    one_line_error(code, err, "--lr 0.0005: this run follows a learning-rate schedule")
 
 
 # ---------------------------------------------------------------- issue 23: the Trainer's options
