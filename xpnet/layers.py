@@ -21,7 +21,7 @@ from .validate import fraction, positive_float
 __all__ = [
     "DtypeWarning", "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
     "IdentityWithLoss", "Convolution", "Pooling", "AvgPooling", "Dropout",
-    "BatchNormalization", "Flatten",
+    "BatchNormalization", "Flatten", "running_stats",
 ]
 
 
@@ -442,6 +442,10 @@ class Dropout(Layer):
     `dropout_ratio` and survivors are scaled by ``1/(1-ratio)``, so evaluation is
     the identity (the book scales at test time instead; the expectations agree)."""
 
+    #: ``draw(shape, like)`` giving uniform [0, 1) numbers; None: `backend.uniform`. A
+    #: compiled step sets it, for its trace, to draw from the random key it carries.
+    draw = None
+
     def __init__(self, dropout_ratio=0.5):
         super().__init__()
         self.dropout_ratio = fraction(dropout_ratio, "Dropout: dropout_ratio")
@@ -451,7 +455,7 @@ class Dropout(Layer):
         if not train_flg or self.dropout_ratio == 0.0:
             self._c_mask = None
             return x
-        u = backend.uniform(x.shape, like=x)
+        u = (self.draw or backend.uniform)(x.shape, like=x)
         # The scaled mask doubles as the backward factor.
         keep = xp.astype(u >= self.dropout_ratio, x.dtype)
         self._c_mask = mask = keep * (1.0 / (1.0 - self.dropout_ratio))
@@ -468,6 +472,15 @@ class Dropout(Layer):
 
     def __repr__(self):
         return "Dropout(%g)" % self.dropout_ratio
+
+
+def running_stats(running_mean, running_var, mean, var, count, momentum):
+    """BatchNorm's running statistics after one batch, as new arrays:
+    ``momentum * running + (1 - momentum) * batch``, with the batch variance `var`
+    (biased, over `count` values per feature) made unbiased."""
+    mo = float(momentum)
+    return (running_mean * mo + (1.0 - mo) * mean,
+            running_var * mo + (1.0 - mo) * (count / (count - 1.0)) * var)
 
 
 class BatchNormalization(Layer):
@@ -504,6 +517,13 @@ class BatchNormalization(Layer):
     running_var = property(lambda s: s.buffers["running_var"],
                            lambda s, v: s.buffers.__setitem__("running_var", v))
 
+    def update_running_stats(self, mean, var, count):
+        """Fold one batch's per-feature `mean` and biased `var` (over `count` values per
+        feature) into the running statistics; the buffers are rebound to new arrays."""
+        b = self.buffers
+        b["running_mean"], b["running_var"] = running_stats(
+            b["running_mean"], b["running_var"], mean, var, count, self.momentum)
+
     def _axes(self, x):
         D = self.params["gamma"].shape[0]
         if x.ndim == 2 and x.shape[1] == D:
@@ -529,12 +549,7 @@ class BatchNormalization(Layer):
             var = xp.mean(xc * xc, axis=axes, keepdims=True)
             std = xp.sqrt(var + self.eps)
             xn = xc / std
-            mo = self.momentum
-            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-            rm *= mo
-            rm += (1.0 - mo) * xp.reshape(mu, (-1,))
-            rv *= mo
-            rv += (1.0 - mo) * (m / (m - 1.0)) * xp.reshape(var, (-1,))
+            self.update_running_stats(xp.reshape(mu, (-1,)), xp.reshape(var, (-1,)), m)
             self._c_cache = (xn, std, axes, bshape)
         else:
             mean = xp.reshape(self.buffers["running_mean"], bshape)
@@ -559,3 +574,10 @@ class BatchNormalization(Layer):
 
     def __repr__(self):
         return "BatchNormalization(%d, momentum=%g)" % (self.params["gamma"].shape[0], self.momentum)
+
+
+def __getattr__(name):      # the synchronized BatchNorm, loaded when asked for by name
+    if name == "SyncBatchNormalization":
+        from .sync_batchnorm import SyncBatchNormalization
+        return SyncBatchNormalization
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
