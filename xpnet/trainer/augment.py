@@ -19,7 +19,7 @@ Array API functions only, so it runs on NumPy, CuPy, PyTorch and array_api_stric
 """
 import math
 
-from ..backend import device_of, namespace, to_device
+from ..backend import device_of, namespace, placement, to_device
 
 __all__ = ["Augment", "from_spec", "OPS"]
 
@@ -109,8 +109,8 @@ class Augment:
         xp = namespace(x)
         p = to_device(params, device_of(x))
         col = [xp.reshape(p[:, k], (n, 1, 1)) for k in range(9)]
-        i = xp.reshape(xp.astype(xp.arange(h, device=x.device), xp.float32), (1, h, 1))
-        j = xp.reshape(xp.astype(xp.arange(w, device=x.device), xp.float32), (1, 1, w))
+        i = xp.reshape(xp.astype(xp.arange(h, device=placement(x)), xp.float32), (1, h, 1))
+        j = xp.reshape(xp.astype(xp.arange(w, device=placement(x)), xp.float32), (1, 1, w))
         out = x
         if self.shift or self.rotate or self.flip:
             out = self._resample(xp, x, col, i, j, n, c, h, w)
@@ -130,7 +130,7 @@ class Augment:
         sj = xp.round(cos * xx - sin * yy + cx)
         inside = (si >= 0) & (si <= h - 1) & (sj >= 0) & (sj <= w - 1)
         pix = xp.astype(xp.where(inside, si * w + sj, xp.zeros_like(si)), xp.int64)
-        img = xp.reshape(xp.arange(n * c, dtype=xp.int64, device=x.device), (n, c, 1, 1))
+        img = xp.reshape(xp.arange(n * c, dtype=xp.int64, device=placement(x)), (n, c, 1, 1))
         idx = img * (h * w) + xp.reshape(pix, (n, 1, h, w))
         out = xp.take(xp.reshape(x, (-1,)), xp.reshape(idx, (-1,)), axis=0)
         out = xp.reshape(out, (n, c, h, w))
