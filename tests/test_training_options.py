@@ -373,3 +373,26 @@ def test_curves_show_the_schedule_and_the_validation_split():
     assert lr_ax.get_ylabel() == "learning rate"
     labels = [ln.get_label() for ln in acc_ax.lines]
     assert "validation" in labels and "best epoch" in labels
+
+
+def test_tensorboard_without_tensorboardx_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ImportError, match=r"tensorboard= needs the tensorboardX package: "
+                                          r"pip install 'xpnet\[tensorboard\]'"):
+        Trainer(conv_net(), *make_images(), tensorboard=tmp_path, verbose=False)
+
+
+def test_tensorboard_by_hand_steps_and_resume_purges(tmp_path):
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    logdir = tmp_path / "tb"
+    kw = dict(epochs=2, mini_batch_size=100, verbose=False, tensorboard=logdir, seed=0)
+    tr = Trainer(conv_net(), *make_images(), checkpoint_dir=tmp_path, **kw)
+    for _ in range(4):                  # by hand: one epoch and a step of the next
+        tr.train_step()
+    tr._tb.close()
+    h = Trainer(conv_net(), *make_images(), resume=tmp_path, **kw).train()
+    acc = ea.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    loss = acc.Scalars("train/loss")    # step 4 of the first writer is purged
+    assert [e.step for e in loss] == list(range(1, 7))
+    assert [e.value for e in loss] == pytest.approx(h["train_loss"], rel=1e-6)
