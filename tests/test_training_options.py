@@ -396,3 +396,16 @@ def test_tensorboard_by_hand_steps_and_resume_purges(tmp_path):
     loss = acc.Scalars("train/loss")    # step 4 of the first writer is purged
     assert [e.step for e in loss] == list(range(1, 7))
     assert [e.value for e in loss] == pytest.approx(h["train_loss"], rel=1e-6)
+
+
+def test_compile_true_with_xpnet_compile_step_equals_the_plain_step(tmp_path):
+    pytest.importorskip("xpnet.compile")
+    kw = dict(OPTIONS, epochs=3)
+    plain = conv_net()
+    h1 = Trainer(plain, *make_images(), **kw).train()
+    compiled = conv_net()
+    tr = Trainer(compiled, *make_images(), compile=True, checkpoint_dir=tmp_path, **kw)
+    h2 = tr.train()
+    assert h2["train_loss"] == h1["train_loss"] and h2["val_acc"] == h1["val_acc"]
+    assert h2["lr"] == h1["lr"]
+    same_params(params_of(compiled), params_of(plain))

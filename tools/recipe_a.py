@@ -9,7 +9,7 @@ SimpleConvNet with He initialisation, Adam (lr 0.001), batch 100, 20 epochs,
 test accuracy after the last epoch and their mean.
 
     python tools/recipe_a.py                 # all three seeds (minutes each on 2 cores)
-    python tools/recipe_a.py --seeds 0 --epochs 5 --no-augment     # a quick variant
+    python tools/recipe_a.py --seeds 0 --epochs 5 --augment ''     # a quick variant
     python tools/recipe_a.py --torch         # also PyTorch with the same recipe
 
 ``--torch`` trains the same architecture in PyTorch with the same data, batches and
@@ -33,7 +33,7 @@ def run_xpnet(seed, a, data):
     h = Trainer(net, x, t, xt, tt, epochs=a.epochs, mini_batch_size=a.batch_size,
                 optimizer="Adam", optimizer_param={"lr": a.lr}, seed=seed, verbose=a.verbose,
                 lr_schedule=None if a.no_schedule else "cosine",
-                augment=None if a.no_augment else "shift:2").train()
+                augment=a.augment or None).train()
     return h["test_acc"][-1], time.perf_counter() - t0, h["test_acc"]
 
 
@@ -64,7 +64,7 @@ def run_torch(seed, a, data):
         for i in range(0, len(x), a.batch_size):
             idx = perm[i:i + a.batch_size]
             xb = X[idx]
-            if not a.no_augment:        # RandomCrop(28, padding=2), per image
+            if a.augment:               # RandomCrop(28, padding=2), per image
                 p = F.pad(xb, (2, 2, 2, 2))
                 off = torch.from_numpy(rng.integers(0, 5, size=(len(idx), 2)))
                 xb = torch.stack([p[k, :, off[k, 0]:off[k, 0] + 28, off[k, 1]:off[k, 1] + 28]
@@ -88,7 +88,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--augment", default="shift:2",
+                    help="xpnet's augmentation spec ('' for none); --torch does shifts only")
     ap.add_argument("--no-schedule", action="store_true")
     ap.add_argument("--torch", action="store_true", help="also run PyTorch with the recipe")
     ap.add_argument("--verbose", action="store_true")
