@@ -409,3 +409,16 @@ def test_compile_true_with_xpnet_compile_step_equals_the_plain_step(tmp_path):
     assert h2["train_loss"] == h1["train_loss"] and h2["val_acc"] == h1["val_acc"]
     assert h2["lr"] == h1["lr"]
     same_params(params_of(compiled), params_of(plain))
+
+
+def test_training_on_after_train_starts_from_the_last_epoch_not_the_best():
+    kw = dict(OPTIONS, early_stopping=None, augment=None, lr_schedule=None, seed=2)
+    whole = conv_net()
+    h1 = Trainer(whole, *make_images(), **dict(kw, epochs=4)).train()
+    net = conv_net()
+    tr = Trainer(net, *make_images(), **dict(kw, epochs=2))
+    assert tr.train()["best_epoch"] == 1        # so the net now holds epoch 1's parameters
+    tr.epochs = 4
+    h2 = tr.train()
+    assert h2["train_loss"] == h1["train_loss"] and h2["best_epoch"] == h1["best_epoch"]
+    same_params(params_of(net), params_of(whole))
