@@ -92,12 +92,14 @@ def main():
                     help="xpnet's augmentation spec ('' for none); --torch does shifts only")
     ap.add_argument("--no-schedule", action="store_true")
     ap.add_argument("--torch", action="store_true", help="also run PyTorch with the recipe")
+    ap.add_argument("--skip-xpnet", action="store_true", help="with --torch: PyTorch only")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
     data = load_mnist_sample(flatten=False)
     print("train %d / held-out test %d images (embedded MNIST sample, split seed 0)"
           % (len(data[0][0]), len(data[1][0])), flush=True)
-    runners = [("xpnet", run_xpnet)] + ([("pytorch", run_torch)] if a.torch else [])
+    runners = ([] if a.skip_xpnet and a.torch else [("xpnet", run_xpnet)]) + (
+        [("pytorch", run_torch)] if a.torch else [])
     for name, run in runners:
         finals = []
         for seed in a.seeds:
