@@ -422,3 +422,14 @@ def test_training_on_after_train_starts_from_the_last_epoch_not_the_best():
     h2 = tr.train()
     assert h2["train_loss"] == h1["train_loss"] and h2["best_epoch"] == h1["best_epoch"]
     same_params(params_of(net), params_of(whole))
+
+
+def test_all_options_on_every_backend(backend, tmp_path):
+    x, t, xt, tt = (backend.asarray(a) for a in make_images(n=200, n_test=50))
+    net = conv_net(device=backend.device)
+    h = Trainer(net, x, t, xt, tt, checkpoint_dir=tmp_path,
+                **dict(OPTIONS, epochs=2, augment="shift:1,flip,erase:0.5,rotate:10")).train()
+    assert len(h["val_acc"]) == 2 and len(h["lr"]) == len(h["train_loss"]) == 8
+    assert h["best_epoch"] in (1, 2) and (tmp_path / "best.npz").exists()
+    best, _ = load_arrays(tmp_path / "best.npz")
+    same_params({k: best[k] for k in net.params}, params_of(net))
