@@ -58,6 +58,9 @@ class NumpyBackend(Backend):
     def device_name(self, dev):
         return "numpy-reference" if dev.reference else "cpu"
 
+    def test_cases(self):
+        return [("numpy", "cpu"), ("numpy-reference", "numpy-reference")]
+
     def native(self, dev):
         return "cpu"
 
@@ -186,6 +189,9 @@ class TorchBackend(Backend):
 
     def owns(self, x):
         return array_api_compat.is_torch_array(x)
+
+    def test_cases(self):
+        return [("torch-cpu", "torch:cpu")]
 
     def place(self, type, id):
         type, id = super().place(type, id)
