@@ -79,7 +79,7 @@ class Step:
         x, t = self._checked(x, t)
         if self._program is None:
             self._program = self._compiler.compile(self._pure)
-            self._key = self._compiler.new_key()
+            self._key = self._compiler.new_key(x)
         net, opt = self.net, self.optimizer
         params = {k: p for k, p in net.params.items() if p is not None}
         state = {}
@@ -249,9 +249,11 @@ class _Jax:
         return jax.jit(fn)
 
     @staticmethod
-    def new_key():
+    def new_key(like):
         import jax
-        return jax.random.key(int(backend.host_rng().integers(2 ** 31)))
+        key = jax.random.key(int(backend.host_rng().integers(2 ** 31)))
+        # on `like`'s device, as the program's outputs are: else the 2nd call recompiles
+        return jax.device_put(key, like.sharding)
 
     @staticmethod
     def next_key(key):
@@ -281,7 +283,7 @@ class _Torch:
         return torch.compile(fn, dynamic=False)
 
     @staticmethod
-    def new_key():
+    def new_key(like):
         return None       # torch's own generator draws Dropout's numbers
 
     @staticmethod
