@@ -129,8 +129,9 @@ class Backend:
         """The `Device` named by `spec`, given the part after the first ``:`` (`rest`,
         lower case): ``''``, ``'N'``, ``'type'`` or ``'type:N'``."""
         where, _, num = rest.partition(":")
-        if where and where not in self.types and not num:
-            where, num = "", where              # 'N' (anything else: not an integer)
+        if where and where not in self.types and not num and (
+                where.isdigit() or len(self.types) == 1):
+            where, num = "", where              # 'N' (a one-type library: else not an integer)
         if where and where not in self.types:
             raise DeviceError("unknown %s device %r; use %s" % (self.name, spec, self.help))
         return self.indexed(spec, where or self.types[0], num, reference)

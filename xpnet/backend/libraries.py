@@ -6,6 +6,7 @@
 import array_api_compat
 import numpy
 
+from . import devices as _devices
 from . import rng as _rng
 from .base import Backend
 from .devices import Device, DeviceError, register
@@ -44,7 +45,7 @@ class NumpyBackend(Backend):
         return ns
 
     def device_of(self, x):
-        return Device("cpu")
+        return _devices.CPU
 
     def same_place(self, x, dev):
         return True
