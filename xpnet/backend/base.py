@@ -17,6 +17,7 @@ import numpy
 
 from . import rng as _rng
 from .devices import Device, DeviceError
+from .reference import REFERENCE
 
 __all__ = ["Backend", "GenericBackend", "RefusedBackend", "ALL_DTYPES"]
 
@@ -200,8 +201,9 @@ class Backend:
         """Host NumPy array `host` as an array on `dev`."""
         return self.namespace().asarray(host, device=self.native(dev))
 
-    def synchronize(self, dev=None):
-        """Wait for queued work on `dev` (None: every device of the library)."""
+    def synchronize(self, dev=None, x=None):
+        """Wait for queued work on `dev` (None: every device of the library), or until
+        array `x` is computed."""
 
     # ------------------------------------------------------------ random numbers
 
@@ -217,12 +219,15 @@ class Backend:
 
     def provider(self, dev):
         """The kernel provider (an instance) for arrays on `dev`."""
-        from .reference import REFERENCE
-        if dev.reference or self.kernels is None:
+        if dev.reference:
             return REFERENCE
-        if self._kernels is None:
-            self._kernels = self.kernels(self)
-        return self._kernels
+        k = self._kernels                 # asked on every layer call
+        if k is None:
+            cls = self.kernels
+            if cls is None:
+                return REFERENCE
+            k = self._kernels = cls(self)
+        return k
 
 
 class GenericBackend(Backend):

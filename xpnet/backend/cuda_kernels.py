@@ -317,9 +317,14 @@ class CudaKernels(ReferenceKernels):
 
         @xpnet.backend.register
         class StandinBackend(xpnet.backend.libraries.CupyBackend):
-            name = kind = "cupy-standin"
+            name = kind = help = "cupy-standin"
+            heads, auto = (), 0               # "gpu"/"cupy"/"auto" stay real CuPy's
             def _import(self):
                 return my_cupy_like_module
+            def available(self):
+                return True, ""
+            def owns(self, x):
+                return isinstance(x, my_cupy_like_module.ndarray)
 
     Compiled kernels are cached per module."""
 

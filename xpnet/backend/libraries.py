@@ -80,7 +80,11 @@ class NumpyBackend(Backend):
 @register
 class CupyBackend(Backend):
     """CuPy on CUDA GPUs: `cuda_kernels.CudaKernels`, which takes its module from `load`,
-    so a subclass can run them on another CuPy-like module (tests' CPU stand-in)."""
+    so a subclass can run them on another CuPy-like module (tests' CPU stand-in). Such a
+    subclass sets its own ``name`` and ``kind`` (its device names become ``KIND:N`` and
+    ``NAME-reference:N``), ``heads = ()`` and ``auto = 0`` (so ``gpu``, ``cupy`` and
+    ``auto`` still mean real CuPy), and overrides ``_import`` (its module), ``available``
+    (no driver to probe) and ``owns`` (its array type)."""
 
     name = "cupy"
     kind = "gpu"
@@ -138,7 +142,8 @@ class CupyBackend(Backend):
         return x.device.id == dev.id
 
     def device_name(self, dev):
-        return ("cupy-reference:%d" if dev.reference else "gpu:%d") % dev.id
+        return ("%s-reference:%d" % (self.name, dev.id) if dev.reference
+                else "%s:%d" % (self.kind, dev.id))
 
     def native(self, dev):
         return self.load().cuda.Device(dev.id)
@@ -158,7 +163,7 @@ class CupyBackend(Backend):
         with cp.cuda.Device(dev.id):
             return cp.asarray(host)
 
-    def synchronize(self, dev=None):
+    def synchronize(self, dev=None, x=None):
         cp = self.loaded()
         if cp is not None and self.available()[0]:
             cp.cuda.get_current_stream().synchronize()
@@ -243,7 +248,7 @@ class TorchBackend(Backend):
     def from_host(self, host, dev):
         return self.load().as_tensor(host, device=self.native(dev))
 
-    def synchronize(self, dev=None):
+    def synchronize(self, dev=None, x=None):
         torch = self.loaded()
         if torch is not None and torch.cuda.is_initialized():
             torch.cuda.synchronize()
