@@ -7,8 +7,9 @@ compiler:
 - JAX: ``jax.jit`` over xpnet's own layer code, traced once per input shape. Parameters,
   optimizer state, BatchNorm's running statistics and the random key of the Dropout
   layers are the program's inputs and outputs;
-- torch: ``torch.compile`` of the same function (``XPNET_TORCH_COMPILE=0`` turns it off;
-  on the CPU it needs a C++ compiler). If it fails, the step says so once and runs eagerly;
+- torch: eager by default, because ``torch.compile`` of xpnet's layer code does not pay
+  (see `_Torch`); ``mode='jit'`` compiles it anyway (on the CPU inductor needs a C++
+  compiler). If compiling fails, the step warns once (`CompileWarning`) and runs eagerly;
 - NumPy, CuPy and the other libraries: the eager step (xpnet's kernels are its fast path).
 
 Value checks (label ranges, NaN/inf in the input) run on host inputs before the
@@ -17,7 +18,6 @@ the optimizer (rebinding references: no copy), so the net is always current;
 `Step.sync` does it again on request. What a compiled step does not keep: the layers'
 gradients (``net.grads``) and forward caches.
 """
-import os
 import warnings
 
 import numpy
@@ -36,14 +36,14 @@ class CompileWarning(UserWarning):
 
 def compile_step(net, optimizer, mode="auto"):
     """The training step of `net` with `optimizer`: ``step(x, t)`` returns the loss as a
-    Python float. `mode`: ``'auto'`` (the net's library's compiler, else eager), ``'jit'``
-    (raise unless it compiles) or ``'eager'``."""
+    Python float. `mode`: ``'auto'`` (the net's library's compiler where compiling pays:
+    JAX; else eager), ``'jit'`` (the library's compiler, or ValueError where there is
+    none) or ``'eager'``."""
     if mode not in ("auto", "jit", "eager"):
         raise ValueError("compile_step: mode must be 'auto', 'jit' or 'eager', got %r" % (mode,))
     library = device_of(next(iter(net.params.values()))).library
     compiler = _COMPILERS.get(library) if mode != "eager" else None
-    if compiler is not None and library == "torch" and \
-            os.environ.get("XPNET_TORCH_COMPILE", "1") == "0":
+    if compiler is not None and mode == "auto" and not compiler.pays:
         compiler = None
     if compiler is not None and not hasattr(net, "_names"):
         if mode == "jit":
@@ -242,6 +242,7 @@ def _restore(net, saved):
 
 class _Jax:
     name = "jax.jit"
+    pays = True
 
     @staticmethod
     def compile(fn):
@@ -276,6 +277,11 @@ class _Jax:
 
 class _Torch:
     name = "torch.compile"
+    # Measured on a 2-core CPU: dynamo breaks xpnet's layer code into many graphs (the
+    # net's pass lock, device scopes, array-api-compat's dispatch), compiling takes
+    # minutes and a SimpleConvNet step ran ~15x slower than eager. So 'auto' stays eager
+    # on torch; mode='jit' asks for it anyway (never tried on a GPU).
+    pays = False
 
     @staticmethod
     def compile(fn):
