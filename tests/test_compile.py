@@ -49,7 +49,10 @@ def eager_steps(net, opt, batches):
 
 
 # Adam steps by about lr wherever a gradient is rounding noise, so its lr is kept small
-@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("momentum", 0.05), ("adam", 1e-3)])
+@pytest.mark.parametrize("optimizer,lr", [pytest.param("sgd", 0.05, marks=pytest.mark.slow),
+                                          pytest.param("momentum", 0.05,
+                                                       marks=pytest.mark.slow),
+                                          ("adam", 1e-3)])
 def test_jit_step_equals_eager_step(optimizer, lr):
     batches = [data(seed=s) for s in range(3)]
     ref_net, ref_opt = conv_bn_net("jax:cpu"), xpnet.get_optimizer(optimizer, lr=lr)
@@ -81,15 +84,11 @@ def test_jit_step_equals_eager_step(optimizer, lr):
 def test_jit_step_carries_dropout_keys():
     x, t = data()
 
-    def run():
-        xpnet.seed(3)
-        net = conv_bn_net("jax:cpu", dropout=0.5)
-        step = compile_step(net, xpnet.SGD(lr=1e-12))   # the parameters barely move
-        return [step(x, t) for _ in range(3)]
-
-    a, b = run(), run()
-    assert a == b                          # reproducible under xpnet.seed
-    assert len(set(a)) == 3                # a new mask each step: the key is carried
+    net = conv_bn_net("jax:cpu", dropout=0.5)
+    step = compile_step(net, xpnet.SGD(lr=1e-12))   # the parameters barely move
+    losses = [step(x, t) for _ in range(3)]
+    assert len(set(losses)) == 3           # a new mask each step: the key is carried
+    assert net.layers[5].draw is None      # the trace's hook is gone from the layer
 
 
 def test_host_checks_run_before_the_program():
