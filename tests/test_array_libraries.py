@@ -1,7 +1,6 @@
 """The whole stack on array libraries other than NumPy: float64 gradients equal NumPy's,
 training reaches NumPy's accuracy, checkpoints move between libraries, and no layer, net,
 optimizer or trainer module branches on the backend or imports an array library."""
-import importlib.util
 import pathlib
 import re
 
@@ -10,8 +9,10 @@ import pytest
 
 import xpnet
 
-HAS_TORCH = importlib.util.find_spec("torch") is not None
-OTHERS = ["numpy-reference", "array-api-strict"] + (["torch:cpu"] if HAS_TORCH else [])
+from conftest import backend_cases
+
+# every registered library's test devices that work here, except NumPy's fast one
+OTHERS = [device for _, device, b in backend_cases() if device != "cpu" and b.available()[0]]
 PKG = pathlib.Path(xpnet.__file__).parent
 
 
