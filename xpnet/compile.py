@@ -66,6 +66,7 @@ class Step:
         self._program = None
         self._key = None
         self._classes = None
+        self._one_hot = None
         self.mode = compiler.name if compiler is not None else "eager"
 
     def __repr__(self):
@@ -87,9 +88,7 @@ class Step:
             st = opt._state_for(k, p)
             state[k] = tuple(st[s] for s in opt._slots)
         opt.t += 1
-        xp = backend.namespace(x)
-        scalars = tuple(xp.asarray(s, dtype=x.dtype, device=backend.placement(x))
-                        for s in opt._scalars())
+        scalars = self._compiler.scalars(opt._scalars(), x)
         try:
             out = self._program(params, net.buffers, state, x, t, scalars, self._key)
         except Exception as e:
@@ -155,11 +154,9 @@ class Step:
                                  % (n, tuple(t.shape)))
             if backend.on_host(t):
                 F.check_labels(t, classes, "SoftmaxWithLoss")
-            # one-hot targets: the same loss and gradient, with no label read in the program
-            t = net._prepare_t(t)
-            xp = backend.namespace(t)
-            hot = t[:, None] == xp.arange(classes, device=backend.placement(t))[None, :]
-            return x, xp.astype(hot, x.dtype)
+            self._one_hot = classes      # made in the program: no label read there
+        else:
+            self._one_hot = None
         return x, net._prepare_t(t)
 
     def _num_classes(self, x):
@@ -174,6 +171,12 @@ class Step:
 
     def _pure(self, params, buffers, state, x, t, scalars, key):
         net, opt = self.net, self.optimizer
+        xp = backend.namespace(x)
+        if self._one_hot is not None:
+            # one-hot targets: the same loss and gradient as labels, and SoftmaxWithLoss
+            # reads no label value (its range check ran on the host)
+            classes = xp.arange(self._one_hot, device=backend.placement(t))
+            t = xp.astype(t[:, None] == classes[None, :], x.dtype)
         saved = _bind(net, params, buffers)
         draws = []
         if key is not None:
@@ -186,7 +189,6 @@ class Step:
             new_buffers = dict(net.buffers)
         finally:
             _restore(net, saved)
-        xp = backend.namespace(x)
         new_params, new_state = {}, {}
         for k, p in params.items():
             g = grads.get(k)
@@ -271,6 +273,10 @@ class _Jax:
         return draw
 
     @staticmethod
+    def scalars(values, like):
+        return tuple(float(v) for v in values)   # weakly typed: never promote float32
+
+    @staticmethod
     def may_fall_back(error):
         return False      # a failed trace is a bug to see, not a reason to run 30x slower
 
@@ -291,6 +297,13 @@ class _Torch:
     @staticmethod
     def new_key(like):
         return None       # torch's own generator draws Dropout's numbers
+
+    @staticmethod
+    def scalars(values, like):
+        # 0-d tensors: Python floats would be baked in, and Adam's change every step
+        xp = backend.namespace(like)
+        return tuple(xp.asarray(v, dtype=like.dtype, device=backend.placement(like))
+                     for v in values)
 
     @staticmethod
     def may_fall_back(error):
