@@ -423,3 +423,20 @@ def test_registering_replaces_and_reorders(registry_restored):
     assert "claims" in B.device_help()
     B.unregister("claims")
     assert B.backend_of(a).name == "numpy" and "claims" not in B.device_help()
+
+
+def test_the_architecture_docs_toy_backend_trains(registry_restored):
+    """docs/architecture.md's "Adding a backend" block, run as it is written: it registers
+    NumPy under another name, trains a TwoLayerNet on it, and unregisters it."""
+    import pathlib
+    import re
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    section = doc[doc.index("## Adding a backend"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "@register" in block and "unregister(\"toy\")" in block
+    before = [b.name for b in B.registered()]
+    scope = {"__name__": "architecture_doc"}
+    exec(compile(block, "docs/architecture.md", "exec"), scope)
+    assert [b.name for b in B.registered()] == before        # the block cleaned up
+    assert scope["net"].device.library == "toy"            # it trained there (and asserted
+    assert "toy" not in B.device_help()                     # its accuracy); now it's gone

@@ -493,7 +493,7 @@ class CudaKernels(ReferenceKernels):
         """One optimizer step as one fused kernel: `p` and each array of `state` (a dict,
         in the rule's order) are updated in place from ``rule(xp, p, g, *state, *scalars)``;
         returns `p`."""
-        state = tuple(state.values())
+        state = tuple(state.values() if hasattr(state, "values") else state)  # or a tuple
         if not p.flags.c_contiguous:
             raise ValueError("apply_update: the parameter must be C-contiguous (updated in place)")
         for a in (g,) + state:
