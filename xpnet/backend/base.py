@@ -42,6 +42,7 @@ class Backend:
     float64 = True         # has float64 at all (see `dtypes` for one device)
     auto = 0               # rank for ``auto`` (0: never chosen by it)
     kernels = None         # fast kernel provider class (None: the reference kernels)
+    nccl = False           # its device arrays can be all-reduced by NCCL (distributed)
 
     def __init__(self):
         self._module = None
@@ -186,6 +187,16 @@ class Backend:
             raise DeviceError("rank %d needs %s:%d but %s sees %d %s device(s)"
                               % (local_rank, self.kind, local_rank, self.name, n, dev.type))
         return Device(self.kind, local_rank, dev.reference, type=dev.type)
+
+    def hardware_name(self, dev):
+        """The accelerator's name ('NVIDIA H100 ...') for reports, or None on the host."""
+        return None
+
+    def torch_place(self, dev):
+        """Where PyTorch would run the same work: ``'cpu'``, ``'cuda:N'``, ``'mps'`` (the
+        benchmark's PyTorch twin)."""
+        return "cpu" if dev.type == "cpu" else "%s:%d" % ({"gpu": "cuda"}.get(dev.type, dev.type),
+                                                          dev.id)
 
     def scope(self, dev):
         """A context in which the library's own default device is `dev`."""

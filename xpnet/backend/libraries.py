@@ -96,6 +96,7 @@ class CupyBackend(Backend):
     modules = ("cupy",)
     types = ("cuda",)
     auto = 1
+    nccl = True
 
     def __init__(self):
         super().__init__()
@@ -150,6 +151,13 @@ class CupyBackend(Backend):
 
     def scope(self, dev):
         return self.load().cuda.Device(dev.id)
+
+    def hardware_name(self, dev):
+        name = self.load().cuda.runtime.getDeviceProperties(dev.id).get("name", b"")
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def torch_place(self, dev):
+        return "cuda:%d" % dev.id
 
     def namespace(self):
         import array_api_compat.cupy as ns
@@ -238,6 +246,14 @@ class TorchBackend(Backend):
 
     def dtypes(self, dev):
         return tuple(d for d in super().dtypes(dev) if dev.type != "mps" or d != "float64")
+
+    def hardware_name(self, dev):
+        if dev.type == "cuda":
+            return self.load().cuda.get_device_name(dev.id)
+        return "Apple MPS" if dev.type == "mps" else None
+
+    def torch_place(self, dev):
+        return str(self.native(dev))
 
     def no_float64(self, dev):
         return "PyTorch's MPS backend has no float64"
