@@ -6,12 +6,16 @@
 - ``array-api-strict``: the Array API standard's strict implementation (always: it is in
   the dev extra), so no NumPy-only call can hide in the layers, nets or trainer;
 - ``torch-cpu``: PyTorch tensors through array-api-compat, when torch is installed;
-- ``cupy`` and ``cupy-reference``: when CuPy and a CUDA device work.
+- ``cupy`` and ``cupy-reference``: when CuPy and a CUDA device work;
+- ``cupy-standin``: the CuPy backend and its CUDA kernels on tests/cupy_standin, a CPU
+  stand-in for CuPy (host-compiled kernels), in every run: it checks xpnet's glue and
+  kernel arithmetic, not the GPU, CuPy's runtime or cuBLAS.
 Unavailable ones are skipped with the reason. ``xp`` (the Array API namespace) and
 ``device`` are derived from it. While a test runs, `xpnet.using_device` makes the
 backend's device the default, so a net built without ``device=`` lands there even
 when ``XPNET_DEVICE`` says otherwise.
 """
+import contextlib
 import importlib.util
 
 import numpy as np
@@ -19,10 +23,15 @@ import pytest
 
 import xpnet
 from xpnet import backend as B
+from xpnet.backend.libraries import CupyBackend
+
+from cupy_standin.backend import registered_standin as standin_backend
+from cupy_standin.pytest_plugin import (pytest_collection_modifyitems,  # noqa: F401 (hooks)
+                                        pytest_report_header, pytest_runtest_makereport)
 
 DEVICES = {"numpy": "cpu", "numpy-reference": "numpy-reference",
            "array-api-strict": "array-api-strict", "torch-cpu": "torch:cpu",
-           "cupy": "gpu", "cupy-reference": "cupy-reference"}
+           "cupy": "gpu", "cupy-reference": "cupy-reference", "cupy-standin": "cupy-standin"}
 
 
 class Backend:
@@ -43,7 +52,7 @@ class Backend:
 
     @property
     def is_gpu(self):
-        return self.dev.library == "cupy"
+        return isinstance(self.dev.backend, CupyBackend)      # CuPy or its stand-in
 
     @property
     def is_numpy(self):
@@ -102,14 +111,18 @@ def _params():
             pytest.mark.skip(reason="torch is not installed (pip install -e '.[torch]')")]),
         pytest.param("cupy", id="cupy", marks=gpu),
         pytest.param("cupy-reference", id="cupy-reference", marks=gpu),
+        pytest.param("cupy-standin", id="cupy-standin"),
     ]
 
 
 @pytest.fixture(params=_params())
 def backend(request):
-    be = Backend(request.param)
-    with xpnet.using_device(be.device):
-        yield be
+    with contextlib.ExitStack() as stack:
+        if request.param == "cupy-standin":
+            stack.enter_context(standin_backend())
+        be = Backend(request.param)
+        with xpnet.using_device(be.device):
+            yield be
 
 
 @pytest.fixture

@@ -532,7 +532,7 @@ def test_gpu_apply_update(cp, dtype, rule, n_state):
     scalars = tuple(float(v) for v in rng.uniform(0.1, 0.9, _n_scalars(rule, n_state)))
     want = rule(np, p, g, *state, *scalars)
     dp, ds = cp.asarray(p), [cp.asarray(s) for s in state]
-    ck.apply_update(rule, dp, cp.asarray(g), tuple(ds), scalars)
+    ck.apply_update(rule, dp, cp.asarray(g), {"st%d" % k: s for k, s in enumerate(ds)}, scalars)
     tol = 1e-5 if dtype == "float32" else 1e-12
     for got, w in zip([dp] + ds, want):
         np.testing.assert_allclose(cp.asnumpy(got), w, rtol=tol, atol=tol)
@@ -629,7 +629,7 @@ def test_standin_launches_the_providers_grid(standin):
     """The provider's grid (ceil(total / 256) blocks, at most 65536) reaches the kernel."""
     x = cupy_standin.asarray(np.linspace(-1, 1, 1000))
     y, _ = ck.relu_forward(x)
-    k = ck._raw_kernel("xpnet_relu_fwd", "float64", "int")
+    k = ck._raw_kernel(cupy_standin, "xpnet_relu_fwd", "float64", "int")
     assert k.last_launch == (4, 256) and k.launches == 1
     np.testing.assert_array_equal(y.get(), np.maximum(x.get(), 0))
 

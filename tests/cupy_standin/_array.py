@@ -4,6 +4,7 @@ Like a cupy.ndarray it lives on one device (``.device``), refuses implicit
 conversion to NumPy (``numpy.asarray(x)`` raises; ``.get()`` copies to the
 host), refuses NumPy arrays as operands, and refuses operands on another device.
 """
+import contextlib
 import operator
 import weakref
 
@@ -47,6 +48,16 @@ def unwrap(v, devs, allow_host=False, what="operand"):
     if isinstance(v, slice):
         return slice(*(unwrap(u, devs, allow_host, what) for u in (v.start, v.stop, v.step)))
     return v
+
+
+@contextlib.contextmanager
+def cupy_would_wrap():
+    """NumPy's IndexError for an out-of-bounds integer index, saying what CuPy does."""
+    try:
+        yield
+    except IndexError as e:
+        raise IndexError("%s (CuPy raises nothing here: it wraps out-of-bounds integer array "
+                         "indices, a silently wrong answer on a GPU)" % e) from None
 
 
 def one_device(devs, what):
@@ -199,7 +210,8 @@ class ndarray:
         devs = {self._dev}
         k = unwrap(key, devs, what="index")
         one_device(devs, "__getitem__")
-        return wrap(self._a[k], self._dev)
+        with cupy_would_wrap():
+            return wrap(self._a[k], self._dev)
 
     def __setitem__(self, key, value):
         devs = {self._dev}

@@ -4,7 +4,7 @@ import types
 
 import numpy
 
-from ._array import ndarray, one_device, unwrap, wrap
+from ._array import cupy_would_wrap, ndarray, one_device, unwrap, wrap
 
 # functions that copy host data to the device (CuPy takes NumPy arrays here only)
 HOST_OK = {"asarray", "array", "asanyarray", "ascontiguousarray", "from_dlpack"}
@@ -39,7 +39,8 @@ def function(fn, name):
         moved = dev is not None and bool(devs) and devs != {dev}
         if dev is None:
             dev = one_device(devs, name)
-        r = fn(*a, **kw)
+        with cupy_would_wrap():
+            r = fn(*a, **kw)
         if out is not None:
             return out
         if isinstance(r, numpy.ndarray) and (moved or any(numpy.shares_memory(r, h)
