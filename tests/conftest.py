@@ -27,7 +27,8 @@ from xpnet.backend.libraries import CupyBackend
 
 from cupy_standin.backend import registered_standin as standin_backend
 from cupy_standin.pytest_plugin import (pytest_collection_modifyitems,  # noqa: F401 (hooks)
-                                        pytest_report_header, pytest_runtest_makereport)
+                                        pytest_report_header, pytest_runtest_makereport,
+                                        standin_param)
 
 DEVICES = {"numpy": "cpu", "numpy-reference": "numpy-reference",
            "array-api-strict": "array-api-strict", "torch-cpu": "torch:cpu",
@@ -111,7 +112,7 @@ def _params():
             pytest.mark.skip(reason="torch is not installed (pip install -e '.[torch]')")]),
         pytest.param("cupy", id="cupy", marks=gpu),
         pytest.param("cupy-reference", id="cupy-reference", marks=gpu),
-        pytest.param("cupy-standin", id="cupy-standin"),
+        standin_param(),
     ]
 
 

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from xpnet.backend import cuda_kernels as ck
 
 import cupy_standin
 from cupy_standin import kernels as standin_kernels
+from cupy_standin import pytest_plugin as standin_plugin
 
 
 # ---------------------------------------------------------------- rules
@@ -655,3 +657,76 @@ def test_standin_shuffles_thread_order(standin):
     k((16,), (256,), (out, np.int32(n)))
     assert not np.array_equal(out.get(), np.arange(1, n + 1)), \
         "thread order was not shuffled (seed %d)" % standin_kernels.order_seed()
+
+
+# ---------------------------------------------------------------- no silent skips
+
+_PROBE = """
+def test_probe(backend):
+    x = backend.asarray([1.0, -2.0])
+    assert backend.np(x).tolist() == [1.0, -2.0]
+"""
+
+
+def _pytest(tmp_path, k, **env):
+    """pytest on one tiny test that takes the ``backend`` fixture (tests/conftest.py
+    loaded as a plugin), cases chosen by `k`; `env` set, other XPNET_ switches unset."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    (tmp_path / "test_probe.py").write_text(_PROBE)
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(tests), tests]), **env)
+    for name in ("XPNET_CI", "XPNET_REQUIRE_GPU"):
+        if name not in env:
+            e.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "conftest", "--tb=line", "-rs", "-k", k,
+                           str(tmp_path / "test_probe.py")], cwd=str(tmp_path),
+                          capture_output=True, text=True, env=e)
+
+
+def test_missing_compiler_fails_in_ci(tmp_path):
+    r = _pytest(tmp_path, "cupy-standin", CXX="/nonexistent/c++", XPNET_CI="1")
+    assert r.returncode == 1 and "1 error" in r.stdout, r.stdout
+    assert "the CuPy stand-in needs a host C++ compiler" in r.stdout, r.stdout
+
+
+def test_missing_compiler_skips_outside_ci(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.delenv("XPNET_CI", raising=False)
+    mark, = standin_plugin.standin_param().marks
+    assert mark.name == "skip" and "needs a host C++ compiler" in mark.kwargs["reason"]
+    monkeypatch.setenv("XPNET_CI", "1")
+    assert not standin_plugin.standin_param().marks
+
+
+def test_require_gpu_turns_gpu_skips_into_failures(tmp_path):
+    """XPNET_REQUIRE_GPU=1 (a GPU run): a cupy case that would skip fails instead."""
+    if _GPU_OK:
+        pytest.skip("a GPU is present: the cupy cases run")
+    strict = _pytest(tmp_path, "cupy and not standin", XPNET_REQUIRE_GPU="1")
+    assert strict.returncode == 1 and "2 errors" in strict.stdout, strict.stdout
+    assert "XPNET_REQUIRE_GPU=1 but this GPU case would skip" in strict.stdout, strict.stdout
+
+
+@pytest.mark.parametrize("require,gpu,want", [("1", True, "failed"), ("", True, "skipped"),
+                                              ("1", False, "skipped")])
+def test_require_gpu_hook(monkeypatch, require, gpu, want):
+    class Report:
+        skipped, outcome, longrepr = True, "skipped", ("f.py", 1, "Skipped: no GPU")
+
+    class Item:
+        def get_closest_marker(self, name):
+            return object() if gpu and name == "gpu" else None
+
+    class Outcome:
+        def get_result(self):
+            return rep
+
+    rep = Report()
+    monkeypatch.setenv("XPNET_REQUIRE_GPU", require)
+    hook = standin_plugin.pytest_runtest_makereport(Item(), None)
+    next(hook)
+    with pytest.raises(StopIteration):
+        hook.send(Outcome())
+    assert rep.outcome == want
+    if want == "failed":
+        assert rep.longrepr == "XPNET_REQUIRE_GPU=1 but this GPU case would skip: Skipped: no GPU"
