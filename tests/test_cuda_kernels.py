@@ -707,13 +707,19 @@ def test_require_gpu_turns_gpu_skips_into_failures(tmp_path):
     assert "XPNET_REQUIRE_GPU=1 but this GPU case would skip" in strict.stdout, strict.stdout
 
 
-@pytest.mark.parametrize("require,gpu,want", [("1", True, "failed"), ("", True, "skipped"),
-                                              ("1", False, "skipped")])
-def test_require_gpu_hook(monkeypatch, require, gpu, want):
+@pytest.mark.parametrize("require,gpu,backend,want", [
+    ("1", True, None, "failed"), ("1", True, "cupy", "failed"),
+    ("1", True, "cupy-reference", "failed"), ("", True, "cupy", "skipped"),
+    ("1", False, None, "skipped"), ("1", True, "numpy", "skipped"),
+    ("1", True, "cupy-standin", "skipped")])
+def test_require_gpu_hook(monkeypatch, require, gpu, backend, want):
     class Report:
         skipped, outcome, longrepr = True, "skipped", ("f.py", 1, "Skipped: no GPU")
 
     class Item:
+        if backend is not None:
+            callspec = type("CallSpec", (), {"params": {"backend": backend}})
+
         def get_closest_marker(self, name):
             return object() if gpu and name == "gpu" else None
 

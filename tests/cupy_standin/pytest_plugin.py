@@ -51,12 +51,23 @@ def pytest_report_header(config):
         kernels.order_seed(), kernels.order_seed())
 
 
+GPU_CASES = ("cupy", "cupy-reference", "torch-cuda")
+
+
+def is_gpu_case(item):
+    """A ``gpu``-marked test whose backend (``backend`` or ``cp`` parameter), if any, is a
+    GPU one: the numpy case of a gpu-marked test may skip, its cupy case may not."""
+    if item.get_closest_marker("gpu") is None:
+        return False
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return all(params.get(k) in GPU_CASES for k in ("backend", "cp") if k in params)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if (rep.skipped and os.environ.get("XPNET_REQUIRE_GPU") == "1"
-            and item.get_closest_marker("gpu") is not None):
+    if rep.skipped and os.environ.get("XPNET_REQUIRE_GPU") == "1" and is_gpu_case(item):
         why = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.outcome = "failed"
         rep.longrepr = "XPNET_REQUIRE_GPU=1 but this GPU case would skip: %s" % why
