@@ -5,7 +5,12 @@
   CuPy's binding and the NVRTC library (``pip install -e ".[gpu-check]"``).
 - The optimizer-rule tracer is checked on the CPU: its rendered expressions,
   evaluated as Python, must equal the rule run on NumPy bit for bit.
-- With a CUDA device, every provider function is compared with NumPy loops.
+- Every provider function is compared with NumPy loops on a CUDA device when there is
+  one, and in every run on tests/cupy_standin, the CPU stand-in for CuPy (the kernel
+  sources compiled by the host C++ compiler, launches checked as CuPy marshals them).
+- The stand-in's own checks: wrong scalar widths, pointer types, strides, devices and
+  grids fail; thread order is shuffled; CI (XPNET_CI=1) and GPU runs
+  (XPNET_REQUIRE_GPU=1) turn would-be skips into failures.
 """
 import ctypes
 import glob

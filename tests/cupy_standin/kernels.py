@@ -18,6 +18,7 @@ garbage); the stand-in does, and fails on a wrong width or kind, a pointer of
 the wrong element type, a non-contiguous array, an array on another device,
 and grids or blocks outside CUDA's limits.
 """
+import atexit
 import ctypes
 import hashlib
 import os
@@ -76,8 +77,10 @@ def compiler():
 
 
 def build_dir():
+    """This process's folder of compiled kernels (removed at exit)."""
     if _build["dir"] is None:
         _build["dir"] = tempfile.mkdtemp(prefix="xpnet_cupy_standin_")
+        atexit.register(shutil.rmtree, _build["dir"], True)
     return _build["dir"]
 
 
