@@ -18,7 +18,6 @@ import importlib
 import importlib.util
 import math
 import os
-import re
 import subprocess
 import sys
 

@@ -211,14 +211,14 @@ class RawKernel:
 
     def _check(self, args):
         from . import cuda
-        if not isinstance(args, tuple):
-            raise LaunchError("kernel %s: args must be a tuple, got %s"
+        if not isinstance(args, (tuple, list)):
+            raise LaunchError("kernel %s: args must be a tuple or list, got %s"
                               % (self.name, type(args).__name__))
         if len(args) != len(self._params):
             raise LaunchError("kernel %s takes %d arguments, got %d"
                               % (self.name, len(self._params), len(args)))
         current = cuda.Device().id
-        slots, keep = [], []
+        keep = []
         for k, (a, (ty, is_ptr, decl)) in enumerate(zip(args, self._params)):
             kind, dtype, value = _marshal(a, self.name, k, decl)
             want = numpy.dtype(C_TYPES[ty])
