@@ -29,6 +29,8 @@ from xpnet.backend import cuda_kernels as ck
 import cupy_standin
 from cupy_standin import kernels as standin_kernels
 from cupy_standin import pytest_plugin as standin_plugin
+from cupy_standin.backend import CupyStandinBackend
+from xpnet.backend.libraries import CupyBackend
 
 
 # ---------------------------------------------------------------- rules
@@ -694,12 +696,16 @@ def test_missing_compiler_fails_in_ci(tmp_path):
 
 
 def test_missing_compiler_skips_outside_ci(monkeypatch):
+    """Without a compiler the stand-in is unavailable (conftest skips its case, saying why)
+    unless XPNET_CI=1 says it must run."""
     monkeypatch.setenv("CXX", "/nonexistent/c++")
+    ok, why = CupyStandinBackend().available()
+    assert not ok and "the CuPy stand-in needs a host C++ compiler" in why
     monkeypatch.delenv("XPNET_CI", raising=False)
-    mark, = standin_plugin.standin_param().marks
-    assert mark.name == "skip" and "needs a host C++ compiler" in mark.kwargs["reason"]
+    assert not standin_plugin.must_run(CupyStandinBackend())
     monkeypatch.setenv("XPNET_CI", "1")
-    assert not standin_plugin.standin_param().marks
+    assert standin_plugin.must_run(CupyStandinBackend())
+    assert not standin_plugin.must_run(CupyBackend())
 
 
 def test_require_gpu_turns_gpu_skips_into_failures(tmp_path):
@@ -715,7 +721,8 @@ def test_require_gpu_turns_gpu_skips_into_failures(tmp_path):
     ("1", True, None, "failed"), ("1", True, "cupy", "failed"),
     ("1", True, "cupy-reference", "failed"), ("", True, "cupy", "skipped"),
     ("1", False, None, "skipped"), ("1", True, "numpy", "skipped"),
-    ("1", True, "cupy-standin", "skipped")])
+    ("1", True, "cupy-standin", "skipped"), ("1", True, ("cupy", "gpu"), "failed"),
+    ("1", True, ("cupy-standin", "cupy-standin"), "skipped")])
 def test_require_gpu_hook(monkeypatch, require, gpu, backend, want):
     class Report:
         skipped, outcome, longrepr = True, "skipped", ("f.py", 1, "Skipped: no GPU")

@@ -4,8 +4,8 @@ Everything but the module is the CuPy backend's own code (`CupyBackend`, and
 `CudaKernels` as its provider), so the stand-in runs the same glue a GPU runs.
 Devices are named ``cupy-standin[:N]`` and ``cupy-standin-reference[:N]``; it is
 never chosen by ``auto`` and does not count as a GPU for `gpu_available`.
-Register it for a test with `registered_standin` (the tests' ``backend`` fixture
-does), so other tests never see it in device lists or help texts.
+tests/conftest.py registers it for the whole run, so the ``backend`` fixture has a
+``cupy-standin`` case; `registered_standin` registers it where conftest is not loaded.
 """
 import contextlib
 
@@ -27,6 +27,10 @@ class CupyStandinBackend(CupyBackend):
     install = "a host C++ compiler (g++ or c++, or set CXX)"
     modules = ("cupy_standin",)
     auto = 0
+    standin = True        # tests/conftest.py: runs without a GPU, so no `gpu` mark
+
+    def test_cases(self):
+        return [(NAME, NAME)]
 
     def _import(self):
         if kernels.compiler() is None:
@@ -53,7 +57,11 @@ class CupyStandinBackend(CupyBackend):
 
 @contextlib.contextmanager
 def registered_standin():
-    """``with registered_standin(): ...``: the stand-in backend registered meanwhile."""
+    """``with registered_standin(): ...``: the stand-in backend registered meanwhile
+    (left registered if it already was)."""
+    if any(isinstance(b, CupyStandinBackend) for b in B.registered()):
+        yield B.backend_named(NAME)
+        return
     B.register(CupyStandinBackend)
     try:
         yield B.backend_named(NAME)

@@ -8,6 +8,7 @@ docs/architecture.md, "Adding a backend".
 """
 import contextlib
 import importlib
+import importlib.util
 import re
 import threading
 
@@ -72,12 +73,24 @@ class Backend:
         return self._module
 
     def available(self):
-        """``(True, '')`` when the library and a device of it can be used."""
-        try:
-            self.load()
-        except DeviceError as e:
-            return False, str(e)
+        """``(True, '')`` when the library can be used, else ``(False, why)``. Without
+        importing it when it wasn't yet: is it installed? (GPU classes also probe the
+        hardware.)"""
+        if self._module is None and (self._error is not None
+                                     or importlib.util.find_spec(self.module) is None):
+            try:
+                self.load()
+            except DeviceError as e:
+                return False, str(e)
         return True, ""
+
+    def test_cases(self):
+        """``[(id, device name)]``: the cases of the test suite's `backend` fixture for this
+        library (its default device, and its reference kernels when it has fast ones)."""
+        cases = [(self.name.replace("_", "-"), self.kind)]
+        if self.kernels is not None:
+            cases.append((self.name.replace("_", "-") + "-reference", self.kind + "-reference"))
+        return cases
 
     # ------------------------------------------------------------ arrays
 
@@ -116,8 +129,9 @@ class Backend:
         """The `Device` named by `spec`, given the part after the first ``:`` (`rest`,
         lower case): ``''``, ``'N'``, ``'type'`` or ``'type:N'``."""
         where, _, num = rest.partition(":")
-        if where and where not in self.types and not num:
-            where, num = "", where              # 'N' (anything else: not an integer)
+        if where and where not in self.types and not num and (
+                where.isdigit() or len(self.types) == 1):
+            where, num = "", where              # 'N' (a one-type library: else not an integer)
         if where and where not in self.types:
             raise DeviceError("unknown %s device %r; use %s" % (self.name, spec, self.help))
         return self.indexed(spec, where or self.types[0], num, reference)

@@ -6,6 +6,7 @@
 import array_api_compat
 import numpy
 
+from . import devices as _devices
 from . import rng as _rng
 from .base import Backend
 from .devices import Device, DeviceError, register
@@ -44,7 +45,7 @@ class NumpyBackend(Backend):
         return ns
 
     def device_of(self, x):
-        return Device("cpu")
+        return _devices.CPU
 
     def same_place(self, x, dev):
         return True
@@ -57,6 +58,9 @@ class NumpyBackend(Backend):
 
     def device_name(self, dev):
         return "numpy-reference" if dev.reference else "cpu"
+
+    def test_cases(self):
+        return [("numpy", "cpu"), ("numpy-reference", "numpy-reference")]
 
     def native(self, dev):
         return "cpu"
@@ -186,6 +190,9 @@ class TorchBackend(Backend):
 
     def owns(self, x):
         return array_api_compat.is_torch_array(x)
+
+    def test_cases(self):
+        return [("torch-cpu", "torch:cpu")]
 
     def place(self, type, id):
         type, id = super().place(type, id)
