@@ -22,7 +22,7 @@ class CupyStandinBackend(CupyBackend):
 
     name = kind = NAME
     heads = ()
-    help = "cupy-standin[:N] (tests' CPU stand-in for CuPy)"
+    help = ""             # not listed in xpnet's device help: a test double
     module = "cupy_standin"
     install = "a host C++ compiler (g++ or c++, or set CXX)"
     modules = ("cupy_standin",)
