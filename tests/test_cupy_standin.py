@@ -166,7 +166,7 @@ def _pytest(tmp_path, k, **env):
     loaded as a plugin), cases chosen by `k`; `env` set, other XPNET_ switches unset."""
     tests = os.path.dirname(os.path.abspath(__file__))
     (tmp_path / "test_probe.py").write_text(_PROBE)
-    e = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(tests), tests]), **env)
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([tests, os.path.dirname(tests)]), **env)
     for name in ("XPNET_CI", "XPNET_REQUIRE_GPU"):
         if name not in env:
             e.pop(name, None)

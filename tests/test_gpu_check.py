@@ -66,7 +66,7 @@ def test_suite_selection_is_the_gpu_cases(gc, tmp_path):
     """The suite stage's -k picks the cupy and cupy-reference cases, not the stand-in's."""
     tests = os.path.join(ROOT, "tests")
     (tmp_path / "test_probe.py").write_text(_PROBE)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, tests]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests, ROOT]))
     r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
                         "no:cacheprovider", "-p", "conftest", "-k", gc.SUITE_K,
                         str(tmp_path / "test_probe.py")], capture_output=True, text=True,
