@@ -52,8 +52,8 @@ def numerical_gradient(f, x, h=1e-4):
         fxh2 = float(f(at(idx, old - h)))
         at(idx, old)
         grad[idx] = (fxh1 - fxh2) / (2 * h)
-    g = to_device(grad, device_of(x))
-    return backend.namespace(g).astype(g, x.dtype)
+    # cast on the host: x's device may have no float64 (JAX with x64 off)
+    return to_device(grad.astype(backend.dtype_name(x.dtype)), device_of(x))
 
 
 def _writable(x):
