@@ -1,4 +1,5 @@
 """xpnet: the networks of "Deep Learning from Scratch", one code path for every array library."""
+from . import _command_start  # noqa: F401  (first: Ctrl-C while `xpnet` starts)
 from .version import __version__
 
 from .backend import (CPU, Device, DeviceError, asnumpy, current_device, device_of,

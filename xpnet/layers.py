@@ -598,3 +598,10 @@ class BatchNormalization(Layer):
 
     def __repr__(self):
         return "BatchNormalization(%d, momentum=%g)" % (self.params["gamma"].shape[0], self.momentum)
+
+
+def __getattr__(name):      # the synchronized BatchNorm, loaded when asked for by name
+    if name == "SyncBatchNormalization":
+        from .sync_batchnorm import SyncBatchNormalization
+        return SyncBatchNormalization
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
