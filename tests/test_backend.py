@@ -440,3 +440,18 @@ def test_the_architecture_docs_toy_backend_trains(registry_restored):
     assert [b.name for b in B.registered()] == before        # the block cleaned up
     assert scope["net"].device.library == "toy"            # it trained there (and asserted
     assert "toy" not in B.device_help()                     # its accuracy); now it's gone
+
+
+def test_classes_answer_what_the_bench_and_distributed_ask():
+    """Where PyTorch would run the same work, the accelerator's name, NCCL: questions to
+    the device's class instead of branches on its library."""
+    def ask(dev):
+        return dev.backend.torch_place(dev), dev.backend.nccl
+    assert ask(xpnet.Device("gpu", 1)) == ("cuda:1", True)
+    assert ask(xpnet.Device("jax", 1, type="gpu")) == ("cuda:1", False)
+    assert ask(xpnet.CPU) == ("cpu", False)
+    assert ask(xpnet.get_device("array-api-strict:device2")) == ("cpu", False)
+    assert xpnet.CPU.backend.hardware_name(xpnet.CPU) is None
+    if HAS_TORCH:
+        assert ask(xpnet.Device("torch", 1, type="cuda")) == ("cuda:1", False)
+        assert ask(xpnet.get_device("torch:cpu")) == ("cpu", False)

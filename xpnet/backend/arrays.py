@@ -169,7 +169,7 @@ def synchronize(where=None):
     if isinstance(where, Device):
         where.backend.synchronize(where)
     elif is_array(where):
-        backend_of(where).synchronize(device_of(where))
+        backend_of(where).synchronize(device_of(where), where)
     else:
         mod = getattr(where, "__name__", None)
         for b in _devices.registered():

@@ -159,6 +159,10 @@ class JaxBackend(Backend):
     def from_host(self, host, dev):
         return self.load().device_put(host, self.native(dev))
 
+    def synchronize(self, dev=None, x=None):
+        if x is not None:           # JAX dispatches asynchronously: wait for this result
+            x.block_until_ready()
+
     def uniform(self, shape, like, dev):
         jax = self.load()
         box = _rng.device_generator(dev, lambda seed: [jax.random.key(seed % (2 ** 32))])
