@@ -195,8 +195,7 @@ class Backend:
     def torch_place(self, dev):
         """Where PyTorch would run the same work: ``'cpu'``, ``'cuda:N'``, ``'mps'`` (the
         benchmark's PyTorch twin)."""
-        return "cpu" if dev.type == "cpu" else "%s:%d" % ({"gpu": "cuda"}.get(dev.type, dev.type),
-                                                          dev.id)
+        return "cpu" if dev.type == "cpu" else "%s:%d" % (dev.type, dev.id)
 
     def scope(self, dev):
         """A context in which the library's own default device is `dev`."""

@@ -140,6 +140,10 @@ class JaxBackend(Backend):
     def native(self, dev):
         return self.load().devices(dev.type)[dev.id]
 
+    def torch_place(self, dev):
+        return "cpu" if dev.type == "cpu" else "%s:%d" % ({"gpu": "cuda"}.get(dev.type, dev.type),
+                                                          dev.id)
+
     def x64(self):
         """True when JAX's 64-bit types are on (``jax_enable_x64``)."""
         return bool(self.load().config.jax_enable_x64)
