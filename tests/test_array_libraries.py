@@ -81,6 +81,23 @@ def test_layers_and_nets_never_branch_on_the_backend():
     assert offenders == []
 
 
+def test_the_seam_names_no_library_outside_the_library_classes():
+    """devices.py, arrays.py, rng.py, base.py and the package's __init__ ask the registered
+    classes: no string in their code is a library's or accelerator's name ('cpu', the host,
+    is every library's)."""
+    import io
+    import tokenize
+    names = {"numpy", "cupy", "torch", "jax", "array_api_strict", "array-api-strict", "gpu",
+             "cuda", "mps", "tpu"}
+    offenders = []
+    for name in ("devices.py", "arrays.py", "rng.py", "base.py", "__init__.py"):
+        path = PKG / "backend" / name
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.STRING and tok.string.strip("\"'") in names:
+                offenders.append("%s:%d: %s" % (name, tok.start[0], tok.string))
+    assert offenders == []
+
+
 # ---------------------------------------------------------------- training, checkpoints
 
 def _sample():

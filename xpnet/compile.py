@@ -7,8 +7,9 @@ compiler:
 - JAX: ``jax.jit`` over xpnet's own layer code, traced once per input shape. Parameters,
   optimizer state, BatchNorm's running statistics and the random key of the Dropout
   layers are the program's inputs and outputs;
-- torch: ``torch.compile`` of the same function (``XPNET_TORCH_COMPILE=0`` turns it off;
-  on the CPU it needs a C++ compiler). If it fails, the step says so once and runs eagerly;
+- torch: ``torch.compile`` of the same function (on the CPU inductor needs a C++
+  compiler; the first step compiles for minutes, see `_Torch`). If compiling fails, the
+  step warns once (`CompileWarning`) and runs eagerly (``mode='jit'``: raises);
 - NumPy, CuPy and the other libraries: the eager step (xpnet's kernels are its fast path).
 
 Value checks (label ranges, NaN/inf in the input) run on host inputs before the
@@ -17,7 +18,6 @@ the optimizer (rebinding references: no copy), so the net is always current;
 `Step.sync` does it again on request. What a compiled step does not keep: the layers'
 gradients (``net.grads``) and forward caches.
 """
-import os
 import warnings
 
 import numpy
@@ -36,14 +36,14 @@ class CompileWarning(UserWarning):
 
 def compile_step(net, optimizer, mode="auto"):
     """The training step of `net` with `optimizer`: ``step(x, t)`` returns the loss as a
-    Python float. `mode`: ``'auto'`` (the net's library's compiler, else eager), ``'jit'``
-    (raise unless it compiles) or ``'eager'``."""
+    Python float. `mode`: ``'auto'`` (the net's library's compiler: JAX, torch; eager
+    elsewhere), ``'jit'`` (the library's compiler, or ValueError where there is none;
+    a failed compile raises) or ``'eager'``."""
     if mode not in ("auto", "jit", "eager"):
         raise ValueError("compile_step: mode must be 'auto', 'jit' or 'eager', got %r" % (mode,))
     library = device_of(next(iter(net.params.values()))).library
     compiler = _COMPILERS.get(library) if mode != "eager" else None
-    if compiler is not None and library == "torch" and \
-            os.environ.get("XPNET_TORCH_COMPILE", "1") == "0":
+    if compiler is not None and mode == "auto" and not compiler.pays:
         compiler = None
     if compiler is not None and not hasattr(net, "_names"):
         if mode == "jit":
@@ -66,6 +66,7 @@ class Step:
         self._program = None
         self._key = None
         self._classes = None
+        self._one_hot = None
         self.mode = compiler.name if compiler is not None else "eager"
 
     def __repr__(self):
@@ -79,7 +80,7 @@ class Step:
         x, t = self._checked(x, t)
         if self._program is None:
             self._program = self._compiler.compile(self._pure)
-            self._key = self._compiler.new_key()
+            self._key = self._compiler.new_key(x)
         net, opt = self.net, self.optimizer
         params = {k: p for k, p in net.params.items() if p is not None}
         state = {}
@@ -87,9 +88,7 @@ class Step:
             st = opt._state_for(k, p)
             state[k] = tuple(st[s] for s in opt._slots)
         opt.t += 1
-        xp = backend.namespace(x)
-        scalars = tuple(xp.asarray(s, dtype=x.dtype, device=backend.placement(x))
-                        for s in opt._scalars())
+        scalars = self._compiler.scalars(opt._scalars(), x)
         try:
             out = self._program(params, net.buffers, state, x, t, scalars, self._key)
         except Exception as e:
@@ -155,11 +154,9 @@ class Step:
                                  % (n, tuple(t.shape)))
             if backend.on_host(t):
                 F.check_labels(t, classes, "SoftmaxWithLoss")
-            # one-hot targets: the same loss and gradient, with no label read in the program
-            t = net._prepare_t(t)
-            xp = backend.namespace(t)
-            hot = t[:, None] == xp.arange(classes, device=backend.placement(t))[None, :]
-            return x, xp.astype(hot, x.dtype)
+            self._one_hot = classes      # made in the program: no label read there
+        else:
+            self._one_hot = None
         return x, net._prepare_t(t)
 
     def _num_classes(self, x):
@@ -174,6 +171,12 @@ class Step:
 
     def _pure(self, params, buffers, state, x, t, scalars, key):
         net, opt = self.net, self.optimizer
+        xp = backend.namespace(x)
+        if self._one_hot is not None:
+            # one-hot targets: the same loss and gradient as labels, and SoftmaxWithLoss
+            # reads no label value (its range check ran on the host)
+            classes = xp.arange(self._one_hot, device=backend.placement(t))
+            t = xp.astype(t[:, None] == classes[None, :], x.dtype)
         saved = _bind(net, params, buffers)
         draws = []
         if key is not None:
@@ -186,7 +189,6 @@ class Step:
             new_buffers = dict(net.buffers)
         finally:
             _restore(net, saved)
-        xp = backend.namespace(x)
         new_params, new_state = {}, {}
         for k, p in params.items():
             g = grads.get(k)
@@ -242,6 +244,7 @@ def _restore(net, saved):
 
 class _Jax:
     name = "jax.jit"
+    pays = True
 
     @staticmethod
     def compile(fn):
@@ -249,9 +252,11 @@ class _Jax:
         return jax.jit(fn)
 
     @staticmethod
-    def new_key():
+    def new_key(like):
         import jax
-        return jax.random.key(int(backend.host_rng().integers(2 ** 31)))
+        key = jax.random.key(int(backend.host_rng().integers(2 ** 31)))
+        # on `like`'s device, as the program's outputs are: else the 2nd call recompiles
+        return jax.device_put(key, like.sharding)
 
     @staticmethod
     def next_key(key):
@@ -268,12 +273,21 @@ class _Jax:
         return draw
 
     @staticmethod
+    def scalars(values, like):
+        return tuple(float(v) for v in values)   # weakly typed: never promote float32
+
+    @staticmethod
     def may_fall_back(error):
         return False      # a failed trace is a bug to see, not a reason to run 30x slower
 
 
 class _Torch:
     name = "torch.compile"
+    # Measured on a 2-core CPU (heavily loaded): the first step compiles for 1-2.5 min
+    # (dynamo splits xpnet's layer code into many graphs: the net's pass lock, device
+    # scopes, array-api-compat's dispatch); then a SimpleConvNet batch-100 step took
+    # 0.81 s against 1.37 s eager, equal to 6e-8. Never tried on a GPU.
+    pays = True
 
     @staticmethod
     def compile(fn):
@@ -281,8 +295,15 @@ class _Torch:
         return torch.compile(fn, dynamic=False)
 
     @staticmethod
-    def new_key():
+    def new_key(like):
         return None       # torch's own generator draws Dropout's numbers
+
+    @staticmethod
+    def scalars(values, like):
+        # 0-d tensors: Python floats would be baked in, and Adam's change every step
+        xp = backend.namespace(like)
+        return tuple(xp.asarray(v, dtype=like.dtype, device=backend.placement(like))
+                     for v in values)
 
     @staticmethod
     def may_fall_back(error):

@@ -32,7 +32,7 @@ def numerical_gradient(f, x, h=1e-4):
     correct backprop looks wrong: check gradients in float64 (``dtype="float64"``)."""
     warn_if_low_precision(x.dtype, stacklevel=3)
     grad = backend.host_zeros(tuple(x.shape))
-    if _writable(x):
+    if _writable(x):     # the book's way: perturb x itself
         def at(idx, value):
             x[idx] = value
             return x
@@ -52,20 +52,13 @@ def numerical_gradient(f, x, h=1e-4):
         fxh2 = float(f(at(idx, old - h)))
         at(idx, old)
         grad[idx] = (fxh1 - fxh2) / (2 * h)
-    g = to_device(grad, device_of(x))
-    return backend.namespace(g).astype(g, x.dtype)
+    # cast on the host: x's device may have no float64 (JAX with x64 off)
+    return to_device(grad.astype(backend.dtype_name(x.dtype)), device_of(x))
 
 
 def _writable(x):
     """Whether `x` takes item assignment (False for immutable arrays such as JAX's)."""
-    idx = (0,) * x.ndim
-    if 0 in tuple(x.shape):
-        return True
-    try:
-        x[idx] = x[idx]
-    except (TypeError, ValueError, AttributeError, NotImplementedError):
-        return False
-    return True
+    return device_of(x).mutable
 
 
 def warn_if_low_precision(dtype, stacklevel=2):

@@ -21,7 +21,7 @@ from .validate import fraction, positive_float
 __all__ = [
     "DtypeWarning", "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
     "IdentityWithLoss", "Convolution", "Pooling", "AvgPooling", "Dropout",
-    "BatchNormalization", "Flatten", "running_stats",
+    "BatchNormalization", "Flatten", "running_stats", "for_class",
 ]
 
 
@@ -38,6 +38,15 @@ def _param_property(key, grad=False):
     return property(get, set)
 
 
+def for_class(table, layer):
+    """The value `table` (class -> value) holds for the nearest class of `layer` in its
+    method resolution order, or None: a subclass gets its parent's entry."""
+    for cls in type(layer).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
 class Layer:
     """Base class. Subclasses set ``params``/``grads`` and may hold ``buffers``
     (non-trained state saved with the parameters, e.g. running statistics).
@@ -48,6 +57,14 @@ class Layer:
     #: True for layers whose CPU work is mostly copies (im2col, pooling): a net holding
     #: one runs its passes in the provider's ``pass_scope(heavy=True)``.
     cpu_threaded = False
+    #: True for elementwise activations (ReLU, sigmoid ...): where `explain` reads how
+    #: strongly a channel fires.
+    activation = False
+    # Export hooks a new layer may define (the built-in layers' translations live in
+    # `xpnet.onnx` and `xpnet.torch_io`, found through the class hierarchy, so a
+    # subclass exports like its parent):
+    #   onnx_nodes(self, graph, index, tag): append the layer's ONNX nodes to `graph`;
+    #   torch_module(self, nn, spatial): the empty ``torch.nn`` module computing the same.
 
     def __init__(self):
         self.params = {}
@@ -134,6 +151,8 @@ class Layer:
 # ------------------------------------------------------------------ activations
 
 class Relu(Layer):
+    activation = True
+
     def forward(self, x, train_flg=False):
         self._check_input(x)
         out, self._c_mask = backend.provider(x).relu_forward(x)
@@ -147,6 +166,7 @@ class Relu(Layer):
 
 class LeakyRelu(Layer):
     """``y = x`` for x > 0, else ``alpha * x``."""
+    activation = True
 
     def __init__(self, alpha=0.01):
         super().__init__()
@@ -167,6 +187,8 @@ class LeakyRelu(Layer):
 
 
 class Sigmoid(Layer):
+    activation = True
+
     def forward(self, x, train_flg=False):
         self._check_input(x)
         self._c_out = out = F.sigmoid(x)
@@ -179,6 +201,8 @@ class Sigmoid(Layer):
 
 
 class Tanh(Layer):
+    activation = True
+
     def forward(self, x, train_flg=False):
         xp = self._check_input(x)
         self._c_out = out = xp.tanh(x)
@@ -274,7 +298,10 @@ class SoftmaxWithLoss(Layer):
             t = xp.astype(_on_device_of(t, x), x.dtype)
         elif tx.isdtype(t.dtype, "integral") and tuple(t.shape) == (n,):
             F.check_labels(t, classes, "SoftmaxWithLoss")
-            t = xp.astype(_on_device_of(t, x), xp.int64)
+            # int64 indices (torch's gather wants them) where the device has them (JAX
+            # keeps them off unless x64 is on)
+            wide = "int64" in backend.device_of(x).dtypes
+            t = xp.astype(_on_device_of(t, x), xp.int64 if wide else xp.int32)
         else:
             raise ValueError("SoftmaxWithLoss: labels must be integer class indices of shape (%d,) "
                              "or one-hot/soft targets of shape %s, got dtype %s shape %s"

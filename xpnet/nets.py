@@ -425,7 +425,8 @@ class Sequential:
             if k in arrays:    # new arrays, rebound: immutable libraries load too
                 layer, local = self._names.get(k) or self._buffer_names[k]
                 a = to_device(arrays[k], device_of(cur))
-                a = backend.namespace(a).astype(a, cur.dtype)
+                xp = backend.namespace(a)    # through 1-D: a copy in C order, as kernels want
+                a = xp.reshape(xp.astype(xp.reshape(a, (-1,)), cur.dtype), tuple(cur.shape))
                 (layer.params if k in self._names else layer.buffers)[local] = a
         return self
 

@@ -514,7 +514,7 @@ class NumpyKernels(ReferenceKernels):
         """The rule over blocks of the flattened arrays, in place; returns `p`. Whole-array
         temporaries of a big weight (MBs, freshly mapped each step) cost more in page
         faults than the math."""
-        targets = (p,) + tuple(state.values())
+        targets = (p,) + tuple(state.values() if hasattr(state, "values") else state)
         if not all(a.flags.c_contiguous for a in targets):
             return super().apply_update(rule, p, g, state, scalars)
         flat = [a.reshape(-1) for a in targets]
