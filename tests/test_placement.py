@@ -73,7 +73,7 @@ def test_a_net_on_device1_keeps_everything_there():
     assert drops and all(_on(layer._c_mask, D1) for layer in drops)
     grads = net.gradient(x, t)
     assert all(_on(g, D1) for g in grads.values())
-    assert _on(net.last_loss, D1)
+    assert _on(net.last_loss_array, D1)
     opt = xpnet.Adam(lr=0.01)
     opt.update(net.params, grads)
     for k, st in opt.state.items():
