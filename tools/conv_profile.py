@@ -1,0 +1,141 @@
+"""Where a DeepConvNet training step spends its time on the CPU, per layer and per
+kernel, for xpnet and (operator totals) for PyTorch.
+
+    PYTHONPATH=. python tools/conv_profile.py [--batch 100] [--repeats 7] [--torch]
+
+Per-layer rows are wall-clock medians of each layer's forward and backward inside a
+training step (xpnet's CPU threads on). The kernel breakdown (im2col, GEMMs, ...)
+times the fast path's helpers with xpnet held at one thread, so each time belongs to
+one kernel; quote its shares, not its absolute times. Run on a quiet machine.
+"""
+import argparse
+import collections
+import functools
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from xpnet import registry
+from xpnet.backend import cpu_threads, numpy_fast
+
+
+def _median_ms(ts):
+    return statistics.median(ts) * 1e3
+
+
+def layer_profile(net, x, t, repeats):
+    fwd = collections.defaultdict(list)
+    bwd = collections.defaultdict(list)
+    names = ["%02d %s" % (i, type(l).__name__) for i, l in enumerate(net.layers)]
+    for _ in range(repeats + 1):
+        with net._cpu_threads():
+            h = x
+            for n, layer in zip(names, net.layers):
+                t0 = time.perf_counter()
+                h = layer.forward(h, True)
+                fwd[n].append(time.perf_counter() - t0)
+            net.last_layer.forward(h, t)
+            d = net.last_layer.backward(1)
+            for n, layer in zip(reversed(names), reversed(net.layers)):
+                t0 = time.perf_counter()
+                d = layer.backward(d)
+                bwd[n].append(time.perf_counter() - t0)
+    rows = [(n, _median_ms(fwd[n][1:]), _median_ms(bwd[n][1:])) for n in names]
+    return rows
+
+
+_KERNELS = ["im2col_cnhw", "_im2col_numpy", "_gemm_per_image", "_weight_grad", "col2im_cnhw",
+            "relu_forward", "relu_backward", "max_pool_forward", "max_pool_backward",
+            "affine_forward", "affine_backward"]
+
+
+def kernel_profile(net, x, t, repeats):
+    """Self time of the fast path's helpers (one thread), in ms per step."""
+    acc = collections.defaultdict(float)
+    stack = []
+    saved = {}
+
+    def wrap(name, fn):
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            stack.append(0.0)
+            try:
+                return fn(*a, **k)
+            finally:
+                inner = stack.pop()
+                dt = time.perf_counter() - t0
+                acc[name] += dt - inner
+                if stack:
+                    stack[-1] += dt
+        return timed
+
+    for name in _KERNELS:
+        saved[name] = getattr(numpy_fast, name)
+        setattr(numpy_fast, name, wrap(name, saved[name]))
+    old = cpu_threads.get_num_threads()
+    cpu_threads.set_num_threads(1)
+    try:
+        net.gradient(x, t)
+        acc.clear()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            net.gradient(x, t)
+        total = (time.perf_counter() - t0) / repeats * 1e3
+    finally:
+        cpu_threads.set_num_threads(old)
+        for name, fn in saved.items():
+            setattr(numpy_fast, name, fn)
+    return total, {k: v / repeats * 1e3 for k, v in acc.items()}
+
+
+def torch_profile(net, x, t, repeats):
+    import torch
+    from xpnet.torch_io import to_torch
+    model = to_torch(net, torch.device("cpu"), torch)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    crit = torch.nn.CrossEntropyLoss()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        crit(model(xt), tt).backward()
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="DeepConvNet")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--torch", action="store_true", help="also PyTorch's operator totals")
+    a = p.parse_args(argv)
+    net = registry.bench_model(a.model).build(seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((a.batch, 1, 28, 28), dtype=np.float32)
+    t = rng.integers(0, 10, size=a.batch)
+    rows = layer_profile(net, x, t, a.repeats)
+    tot = sum(f + b for _, f, b in rows)
+    print("%s batch %d, per layer (median ms, xpnet threads %d)"
+          % (a.model, a.batch, cpu_threads.get_num_threads()))
+    print("%-22s %8s %8s %6s" % ("layer", "fwd", "bwd", "share"))
+    for n, f, b in rows:
+        print("%-22s %8.2f %8.2f %5.1f%%" % (n, f, b, 100 * (f + b) / tot))
+    print("%-22s %8.2f %8.2f" % ("total", sum(r[1] for r in rows), sum(r[2] for r in rows)))
+    total, ks = kernel_profile(net, x, t, a.repeats)
+    print("\nkernels, one thread: step %.1f ms" % total)
+    for k, v in sorted(ks.items(), key=lambda kv: -kv[1]):
+        print("%-22s %8.2f ms %5.1f%%" % (k, v, 100 * v / total))
+    print("%-22s %8.2f ms" % ("(rest)", total - sum(ks.values())))
+    if a.torch:
+        print(torch_profile(net, x, t, a.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
