@@ -91,6 +91,42 @@ def kernel_profile(net, x, t, repeats):
     return total, {k: v / repeats * 1e3 for k, v in acc.items()}
 
 
+def step_flops(net, x, t):
+    """Multiply-add FLOPs (2 per MAC) of a training step: each conv/affine layer's
+    forward GEMM, its weight gradient, and its input gradient (not for the first layer)."""
+    net.gradient(x, t)
+    fwd = 0
+    total = 0
+    for layer in net.layers:
+        W = layer.params.get("W")
+        if W is None:
+            continue
+        if hasattr(layer, "_c_oshape"):
+            N, FN, OH, OW = layer._c_oshape
+            f = 2 * N * OH * OW * int(np.prod(W.shape))
+        else:
+            f = 2 * layer._c_x.shape[0] * int(np.prod(W.shape))
+        fwd += f
+        total += f * (3 if layer.need_input_grad else 2)
+    return fwd, total
+
+
+def gemm_peak(repeats=5):
+    """Best float32 GEMM GFLOP/s of NumPy at n = 1024 and 2048 (BLAS threads as set)."""
+    out = {}
+    for n in (1024, 2048):
+        a = np.ones((n, n), np.float32)
+        best = min(_timed(lambda: a @ a) for _ in range(repeats))
+        out[n] = 2 * n ** 3 / best / 1e9
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def torch_profile(net, x, t, repeats):
     import torch
     from xpnet.torch_io import to_torch
@@ -132,6 +168,10 @@ def main(argv=None):
     for k, v in sorted(ks.items(), key=lambda kv: -kv[1]):
         print("%-22s %8.2f ms %5.1f%%" % (k, v, 100 * v / total))
     print("%-22s %8.2f ms" % ("(rest)", total - sum(ks.values())))
+    fwd, total = step_flops(net, x, t)
+    print("\nFLOPs: forward %.3f G, training step %.3f G; NumPy float32 GEMM peak: %s"
+          % (fwd / 1e9, total / 1e9, ", ".join("n=%d %.0f GFLOP/s" % kv
+                                               for kv in gemm_peak().items())))
     if a.torch:
         print(torch_profile(net, x, t, a.repeats))
     return 0
