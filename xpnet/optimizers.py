@@ -83,8 +83,13 @@ class Optimizer:
             if g.dtype != p.dtype:
                 g = backend.namespace(g).astype(g, p.dtype)
             st = self._state_for(key, p)
-            backend.provider(p).apply_update(self.rule, p, g, tuple(st[s] for s in self._slots),
-                                             scalars)
+            # the provider returns the new p and rebinds the state's entries (on NumPy and
+            # CuPy it writes in place and returns p itself)
+            slots = {s: st[s] for s in self._slots}          # in the rule's order
+            new = backend.provider(p).apply_update(self.rule, p, g, slots, scalars)
+            st.update(slots)
+            if new is not p:
+                params[key] = new
 
     # -- checkpoints
 

@@ -1,144 +1,172 @@
-"""Devices: where arrays live and which array library holds them.
+"""Devices, and the registry of array-library classes.
 
-A `Device` is an array library plus a place in it: NumPy on the CPU, CuPy on a
-CUDA GPU, PyTorch on ``cpu``/``cuda:N``/``mps``, or ``array_api_strict`` (the
-standard's own strict implementation, for tests). A ``-reference`` device keeps
-the library's arrays but runs xpnet's plain reference kernels instead of the
-fast ones. This module imports no optional library until a device asks for it,
-and never falls back to the CPU when another device was asked for.
+A `Device` is an array library plus a place in it (``cpu``, ``gpu:1``,
+``torch:cuda:1``, ``array-api-strict:device1``, ``jax:gpu:0``). Everything a
+library needs (import, array test, device names, moves, RNG, kernels,
+capabilities) lives in its `Backend` class (`xpnet.backend.base`), registered
+here with `register`; this module only parses names and keeps the current
+device, asking the classes. It imports no optional library until a device asks
+for it, and never falls back to the CPU when another device was asked for. A
+``-reference`` device keeps the library's arrays but runs xpnet's reference
+kernels instead of the fast ones.
 """
 import contextlib
-import importlib
 import os
 import threading
 
-import numpy
-
 __all__ = ["Device", "DeviceError", "CPU", "get_device", "set_device", "using_device",
-           "current_device", "gpu_available", "load_library", "DEVICE_HELP"]
-
-DEVICE_HELP = ("cpu, gpu, gpu:N, auto, numpy-reference, cupy-reference[:N], torch, "
-               "torch:cpu, torch:cuda[:N], torch:mps, array-api-strict")
-
-# library -> (module name, the install hint shown when it is missing)
-_LIBRARIES = {
-    "numpy": ("numpy", "pip install numpy"),
-    "cupy": ("cupy", "pip install -e \".[gpu]\" (CUDA 12) or -e \".[gpu-cuda13]\" (CUDA 13), "
-                     "from the xpnet checkout"),
-    "torch": ("torch", "pip install -e \".[torch]\" from the xpnet checkout (for a CPU-only "
-                       "build first: pip install torch --index-url "
-                       "https://download.pytorch.org/whl/cpu)"),
-    "array_api_strict": ("array_api_strict", "pip install -e \".[strict]\" from the xpnet "
-                                             "checkout"),
-}
+           "current_device", "gpu_available", "load_library", "DEVICE_HELP", "device_help",
+           "register", "unregister", "registered", "backend_named"]
 
 
 class DeviceError(RuntimeError):
-    """The requested device can't be used (bad name, library or hardware missing)."""
+    """The requested device can't be used (bad name, library or hardware missing), or an
+    array's library has no backend class."""
 
 
-_loaded = {"numpy": numpy}
-_load_errors = {}
-_lock = threading.Lock()
+# ---------------------------------------------------------------- the registry
+
+_registry = {}          # name -> Backend instance, in registration order
+_generic = {}           # libraries met through array-api-compat with no class of their own
+_on_change = []         # caches to drop when the registry changes (arrays.py's type table)
+
+
+def register(cls):
+    """Register array-library class `cls` (a subclass of `xpnet.backend.base.Backend`);
+    usable as a class decorator. A class registered later is asked first whether it
+    owns an array, so a subclass may claim a subtype; registering a name again
+    replaces the earlier class."""
+    inst = cls()
+    if not inst.name or not inst.kind:
+        raise TypeError("register: %s must set `name` and `kind`" % cls.__name__)
+    _registry.pop(inst.name, None)
+    _registry[inst.name] = inst
+    _changed()
+    return cls
+
+
+def unregister(name):
+    """Remove the class registered as `name` (tests; returns it, or None)."""
+    inst = _registry.pop(name, None)
+    _changed()
+    return inst
+
+
+def _changed():
+    global DEVICE_HELP
+    DEVICE_HELP = device_help()
+    for clear in _on_change:
+        clear()
+
+
+def registered():
+    """The registered backend instances, latest first (the order arrays are matched in)."""
+    return list(reversed(_registry.values()))
+
+
+def backend_named(name):
+    """The backend instance of library `name` (registered, or generic)."""
+    b = _registry.get(name) or _generic.get(name)
+    if b is None:
+        raise DeviceError("no array library %r is registered; registered: %s"
+                          % (name, ", ".join(_registry)))
+    return b
+
+
+def _by_kind(kind):
+    for b in registered():
+        if kind == b.kind or kind == b.name:
+            return b
+    if kind in _generic:
+        return _generic[kind]
+    raise DeviceError("device kind must be one of %s, got %r"
+                      % (", ".join(b.kind for b in _registry.values()), kind))
+
+
+def device_help():
+    """The device names every registered library accepts, for help texts and errors."""
+    parts = ["auto"] + [b.help for b in _registry.values() if b.help]
+    return ", ".join(parts)
+
+
+DEVICE_HELP = device_help()
 
 
 def load_library(library, required=True):
-    """The module of `library`, imported on first use; None (or DeviceError if
-    `required`) when it can't be imported."""
-    mod = _loaded.get(library)
-    if mod is None and library not in _load_errors:
-        with _lock:
-            if library not in _loaded and library not in _load_errors:
-                try:
-                    _loaded[library] = importlib.import_module(_LIBRARIES[library][0])
-                except Exception as e:  # ImportError, or a broken CUDA install
-                    _load_errors[library] = e
-        mod = _loaded.get(library)
-    if mod is None and required:
-        e = _load_errors[library]
-        raise DeviceError("%s is not installed or failed to import (%s: %s); install it with: %s"
-                          % (library, type(e).__name__, e, _LIBRARIES[library][1]))
-    return mod
+    """The module of `library` (a backend name such as ``'torch'``), imported on first
+    use; None (or DeviceError if `required`) when it can't be imported."""
+    return backend_named(library).load(required)
 
 
 def gpu_available():
-    """``(True, '')`` if CuPy can use a CUDA device, else ``(False, reason)``."""
-    if _gpu_state:
-        return _gpu_state[0]
-    _gpu_state.append(_probe_gpu())
-    return _gpu_state[0]
+    """``(True, '')`` if a GPU library with an ``auto`` rank (CuPy) can use a device,
+    else ``(False, reason)``."""
+    why = "no registered library drives a GPU"
+    for b in sorted((b for b in _registry.values() if b.auto), key=lambda b: -b.auto):
+        ok, why = b.available()
+        if ok:
+            return True, ""
+    return False, why
 
 
-_gpu_state = []      # the probe's answer: the driver and device count don't change
-
-
-def _probe_gpu():
-    try:
-        cp = load_library("cupy")
-    except DeviceError as e:
-        return False, str(e)
-    try:
-        n = cp.cuda.runtime.getDeviceCount()
-    except Exception as e:  # driver missing or too old
-        return False, "CuPy imported but the CUDA driver failed: %s" % (e,)
-    if n < 1:
-        return False, "CuPy imported but no CUDA device is present"
-    return True, ""
-
+# ---------------------------------------------------------------- devices
 
 class Device:
     """A place arrays live. ``Device('cpu')``, ``Device('gpu', 1)``,
-    ``Device('torch', 0, type='cuda')``, ``Device('array-api-strict')``; add
+    ``Device('torch', 0, type='cuda')``, ``Device('array-api-strict', 1)``; add
     ``reference=True`` for the reference kernels. `get_device` parses names."""
 
     __slots__ = ("library", "type", "id", "reference")
-    _KINDS = {"cpu": "numpy", "gpu": "cupy", "torch": "torch", "array-api-strict": "array_api_strict"}
 
     def __init__(self, kind, id=0, reference=False, type=None):
-        library = self._KINDS.get(kind, kind)
-        if library not in _LIBRARIES:
-            raise DeviceError("device kind must be one of %s, got %r" % (", ".join(self._KINDS), kind))
-        if library == "torch":
-            type = type or "cpu"
-            if type not in ("cpu", "cuda", "mps"):
-                raise DeviceError("torch device type must be cpu, cuda or mps, got %r" % (type,))
-        else:
-            type = "cuda" if library == "cupy" else "cpu"
-        self.library = library
-        self.type = type
-        self.id = int(id) if type == "cuda" else 0
+        b = _by_kind(kind)
+        self.library = b.name
+        self.type, self.id = b.place(type, id)
         self.reference = bool(reference)
 
     @property
+    def backend(self):
+        """The `Backend` instance of this device's library."""
+        return backend_named(self.library)
+
+    @property
     def kind(self):
-        """``'cpu'`` (NumPy), ``'gpu'`` (CuPy), ``'torch'`` or ``'array-api-strict'``."""
-        return {"numpy": "cpu", "cupy": "gpu", "array_api_strict": "array-api-strict"}.get(
-            self.library, self.library)
+        """``'cpu'`` (NumPy), ``'gpu'`` (CuPy), ``'torch'``, ``'array-api-strict'``, ``'jax'`` ..."""
+        return self.backend.kind
 
     @property
     def xp(self):
-        """The library's own module (numpy, cupy, torch, array_api_strict)."""
-        return load_library(self.library)
+        """The library's own module (numpy, cupy, torch, array_api_strict, jax.numpy ...)."""
+        return self.backend.load()
 
     @property
     def namespace(self):
         """The library's Array API namespace (what `xpnet.namespace` gives for its arrays)."""
-        mod = self.xp
-        if self.library == "array_api_strict":
-            return mod
-        return importlib.import_module("array_api_compat." + self.library)
+        return self.backend.namespace()
+
+    @property
+    def native(self):
+        """This device as its own library names it (for ``device=`` arguments)."""
+        return self.backend.native(self)
+
+    @property
+    def dtypes(self):
+        """The dtype names ('float32', 'float64', 'int64', ...) this device can hold."""
+        return self.backend.dtypes(self)
+
+    @property
+    def mutable(self):
+        """True when its arrays can be written in place (False for JAX)."""
+        return self.backend.mutable
+
+    def for_rank(self, local_rank):
+        """The device of the same kind for distributed rank `local_rank` on this host
+        (rank r gets index r: ``gpu:r``, ``torch:cuda:r``, ``array-api-strict:device{r+1}``)."""
+        return self.backend.rank_device(self, int(local_rank))
 
     @property
     def name(self):
-        ref = "-reference" if self.reference else ""
-        if self.library == "numpy":
-            return "numpy-reference" if ref else "cpu"
-        if self.library == "cupy":
-            return ("cupy-reference:%d" if ref else "gpu:%d") % self.id
-        if self.library == "torch":
-            where = "cuda:%d" % self.id if self.type == "cuda" else self.type
-            return "torch%s:%s" % (ref, where)
-        return "array-api-strict"
+        return self.backend.device_name(self)
 
     def __eq__(self, other):
         return isinstance(other, Device) and self._key() == other._key()
@@ -156,45 +184,7 @@ class Device:
         return self.name
 
 
-CPU = Device("cpu")
-
-
-def _index(spec, text):
-    try:
-        return int(text)
-    except ValueError:
-        raise DeviceError("bad device %r: the part after ':' must be an integer" % spec) from None
-
-
-def _cuda(spec, idx, reference):
-    ok, why = gpu_available()
-    if not ok:
-        raise DeviceError("device %r was requested but the GPU can't be used: %s" % (spec, why))
-    n = _loaded["cupy"].cuda.runtime.getDeviceCount()
-    if idx >= n:
-        raise DeviceError("device %r was requested but only %d CUDA device(s) exist" % (spec, n))
-    return Device("gpu", idx, reference)
-
-
-def _torch(spec, rest, reference):
-    where, _, num = (rest or "cpu").partition(":")
-    if where not in ("cpu", "cuda", "mps") or (num and where != "cuda"):
-        raise DeviceError("unknown torch device %r; use torch:cpu, torch:cuda[:N] or torch:mps"
-                          % spec)
-    torch = load_library("torch")
-    if where == "cpu" and not num:
-        return Device("torch", reference=reference)
-    if where == "cuda":
-        idx = _index(spec, num) if num else 0
-        if not torch.cuda.is_available() or idx >= torch.cuda.device_count():
-            raise DeviceError("device %r was requested but PyTorch sees %d CUDA device(s)"
-                              % (spec, torch.cuda.device_count()))
-        return Device("torch", idx, reference, type="cuda")
-    if where == "mps" and not num:
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise DeviceError("device %r was requested but PyTorch's MPS backend is not available"
-                              % spec)
-        return Device("torch", reference=reference, type="mps")
+CPU = None   # Device('cpu'), set once the NumPy class is registered (xpnet.backend)
 
 
 def _parse(spec):
@@ -203,23 +193,24 @@ def _parse(spec):
     if spec is None:
         return current_device()
     if not isinstance(spec, str):
-        raise DeviceError("device must be a str such as %s, got %r" % (DEVICE_HELP, spec))
+        raise DeviceError("device must be a str such as %s, got %r" % (device_help(), spec))
     s = spec.strip().lower()
     head, _, rest = s.partition(":")
     reference = head.endswith("-reference")
     head = head[:-len("-reference")] if reference else head
-    if head in ("cpu", "numpy") and not rest:
-        return Device("cpu", reference=reference)
     if head == "auto" and not rest and not reference:
-        return Device("gpu", 0) if gpu_available()[0] else CPU
-    if head in ("gpu", "cuda", "cupy"):
-        return _cuda(spec, _index(spec, rest) if rest else 0, reference)
-    if head == "torch":
-        return _torch(spec, rest, reference)
-    if head in ("array-api-strict", "array_api_strict", "strict") and not rest:
-        load_library("array_api_strict")
-        return Device("array-api-strict", reference=reference)
-    raise DeviceError("unknown device %r; valid values are %s" % (spec, DEVICE_HELP))
+        return _auto()
+    for b in registered():
+        if head == b.kind or head in b.heads:
+            return b.parse(spec, rest, reference)
+    raise DeviceError("unknown device %r; valid values are %s" % (spec, device_help()))
+
+
+def _auto():
+    for b in sorted((b for b in _registry.values() if b.auto), key=lambda b: -b.auto):
+        if b.available()[0]:
+            return b.parse("auto", "", False)
+    return CPU
 
 
 _default = None   # resolved lazily from XPNET_DEVICE
@@ -263,10 +254,7 @@ def using_device(spec):
         stack = _local.stack = []
     stack.append(dev)
     try:
-        if dev.library == "cupy":
-            with _loaded["cupy"].cuda.Device(dev.id):
-                yield dev
-        else:
+        with dev.backend.scope(dev):
             yield dev
     finally:
         stack.pop()

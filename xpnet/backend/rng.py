@@ -2,16 +2,14 @@
 
 Weights and shuffles come from one host NumPy generator, so a seed gives the
 same net and the same batches on every device. Masks made during a step
-(dropout) come from a generator on the array's own device, since copying them
-from the host every step would cost a transfer. The Array API standard has no
-random numbers: this module is where each library's own generator is used.
+(dropout) come from the array's own library (`Backend.uniform`): a library with a
+generator of its own keeps one per device here (`device_generator`), since
+copying masks from the host every step would cost a transfer. The Array API
+standard has no random numbers.
 """
 import numpy
 
-from .arrays import device_of, native_device
-from .devices import load_library
-
-__all__ = ["seed", "host_rng", "new_host_rng", "uniform"]
+__all__ = ["seed", "host_rng", "new_host_rng", "uniform", "device_generator"]
 
 _state = {"host": numpy.random.default_rng(), "seed": None, "device": {}}
 
@@ -38,37 +36,21 @@ def _device_seed():
     return int(host_rng().integers(2 ** 63)) if s is None else int(s)
 
 
-def _generator(dev):
+def device_generator(dev, make):
+    """The generator of device `dev`: ``make(seed)`` the first time after each `seed`."""
     g = _state["device"].get(dev)
     if g is None:
-        if dev.library == "cupy":
-            cp = load_library("cupy")
-            with cp.cuda.Device(dev.id):
-                g = cp.random.default_rng(_device_seed())
-        else:
-            torch = load_library("torch")
-            g = torch.Generator(device=native_device(dev))
-            g.manual_seed(_device_seed() % (2 ** 63))
-        _state["device"][dev] = g
+        g = _state["device"][dev] = make(_device_seed())
     return g
+
+
+def set_device_generator(dev, g):
+    """Replace `dev`'s generator (libraries whose generator is a value, such as JAX keys)."""
+    _state["device"][dev] = g
 
 
 def uniform(shape, like):
     """Uniform [0, 1) numbers of `shape` in `like`'s dtype, on `like`'s device."""
+    from .arrays import device_of
     dev = device_of(like)
-    if dev.library == "cupy":
-        cp = load_library("cupy")
-        dt = like.dtype if like.dtype in (cp.float32, cp.float64) else cp.float32
-        return _generator(dev).random(shape, dtype=dt).astype(like.dtype, copy=False)
-    if dev.library == "torch":
-        torch = load_library("torch")
-        u = torch.rand(shape, generator=_generator(dev), device=like.device,
-                       dtype=like.dtype if like.dtype in (torch.float32, torch.float64)
-                       else torch.float32)
-        return u.to(like.dtype)
-    dt = numpy.float64 if str(like.dtype).endswith("float64") else numpy.float32
-    u = host_rng().random(shape, dtype=dt)
-    if dev.library == "numpy":
-        return u.astype(like.dtype, copy=False)
-    xp = load_library("array_api_strict")
-    return xp.astype(xp.asarray(u), like.dtype)
+    return dev.backend.uniform(shape, like, dev)
