@@ -20,6 +20,7 @@ import threading
 import numpy
 
 from . import cpu_threads as parallel
+from . import numpy_pool
 from .reference import ReferenceKernels
 from .geometry import geometry as _geometry, pool_geometry as _pool_geometry
 
@@ -460,6 +461,11 @@ class NumpyKernels(ReferenceKernels):
         """Gradient of `max_pool_forward`, given the `ctx` it returned."""
         N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x_shape, kh, kw, stride, pad, "Pooling")
         xpd, y = ctx
+        if numpy_pool.applies(x_shape, kh, kw, (sy, sx), (ph, pw)) and dy.dtype == xpd.dtype:
+            dx = xp.empty(x_shape, dtype=dy.dtype)
+            parallel.run(parallel.plan(N, dx.size, _MIN_ELEMENTS), lambda i, a, e:
+                         numpy_pool.max_pool2_backward(dy[a:e], xpd[a:e], y[a:e], dx[a:e]))
+            return dx
         overlap = sy < kh or sx < kw
         covered = not (overlap or ph or pw or sy > kh or sx > kw
                        or (H - kh) % sy or (W - kw) % sx)
