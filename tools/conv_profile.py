@@ -2,6 +2,7 @@
 kernel, for xpnet and (operator totals) for PyTorch.
 
     PYTHONPATH=. python tools/conv_profile.py [--batch 100] [--repeats 7] [--torch]
+    PYTHONPATH=. python tools/conv_profile.py --gflops [--repeats 20]   # vs PyTorch, GFLOP/s
 
 Per-layer rows are wall-clock medians of each layer's forward and backward inside a
 training step (xpnet's CPU threads on). The kernel breakdown (im2col, GEMMs, ...)
@@ -46,8 +47,8 @@ def layer_profile(net, x, t, repeats):
     return rows
 
 
-_KERNELS = ["im2col_cnhw", "_im2col_numpy", "_gemm_per_image", "_weight_grad", "col2im_cnhw",
-            "relu_forward", "relu_backward", "max_pool_forward", "max_pool_backward",
+_HELPERS = ["im2col_cnhw", "_im2col_numpy", "_gemm_per_image", "_weight_grad", "col2im_cnhw"]
+_METHODS = ["relu_forward", "relu_backward", "max_pool_forward", "max_pool_backward",
             "affine_forward", "affine_backward"]
 
 
@@ -72,9 +73,10 @@ def kernel_profile(net, x, t, repeats):
                     stack[-1] += dt
         return timed
 
-    for name in _KERNELS:
-        saved[name] = getattr(numpy_fast, name)
-        setattr(numpy_fast, name, wrap(name, saved[name]))
+    owners = [(numpy_fast, n) for n in _HELPERS] + [(numpy_fast.NumpyKernels, n) for n in _METHODS]
+    for owner, name in owners:
+        saved[owner, name] = vars(owner)[name]
+        setattr(owner, name, wrap(name, saved[owner, name]))
     old = cpu_threads.get_num_threads()
     cpu_threads.set_num_threads(1)
     try:
@@ -86,8 +88,8 @@ def kernel_profile(net, x, t, repeats):
         total = (time.perf_counter() - t0) / repeats * 1e3
     finally:
         cpu_threads.set_num_threads(old)
-        for name, fn in saved.items():
-            setattr(numpy_fast, name, fn)
+        for (owner, name), fn in saved.items():
+            setattr(owner, name, fn)
     return total, {k: v / repeats * 1e3 for k, v in acc.items()}
 
 
@@ -144,13 +146,40 @@ def torch_profile(net, x, t, repeats):
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
+def gflops_vs_torch(model, batch, repeats):
+    """`xpnet bench --vs torch` on one training row, with each side's GFLOP/s against
+    NumPy's GEMM peak measured in the same process."""
+    from xpnet.bench import run_bench
+    net = registry.bench_model(model).build(seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    _, flops = step_flops(net, x, rng.integers(0, 10, size=batch))
+    peak = gemm_peak()
+    row = run_bench(models=[model], batch_sizes=[batch], infer_batch=0, vs_torch=True,
+                    repeats=repeats)[0]
+    peak_after = gemm_peak()
+    best = max(max(peak.values()), max(peak_after.values()))
+    print("%s train b%d: %.3f GFLOP per step; NumPy GEMM peak %.0f GFLOP/s (best of n=1024, "
+          "2048, before and after)" % (model, batch, flops / 1e9, best))
+    for side in ("xpnet", "torch"):
+        ms = row[side]["ms"]
+        g = flops / (ms / 1e3) / 1e9
+        print("  %-5s %8.1f ms  %6.1f GFLOP/s  %3.0f %% of peak" % (side, ms, g, 100 * g / best))
+    print("  ratio x/t %.2f" % row["ratio"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="DeepConvNet")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--torch", action="store_true", help="also PyTorch's operator totals")
+    p.add_argument("--gflops", action="store_true",
+                   help="only: xpnet vs PyTorch step time and GFLOP/s against the GEMM peak")
     a = p.parse_args(argv)
+    if a.gflops:
+        gflops_vs_torch(a.model, a.batch, a.repeats)
+        return 0
     net = registry.bench_model(a.model).build(seed=0)
     rng = np.random.default_rng(0)
     x = rng.random((a.batch, 1, 28, 28), dtype=np.float32)
