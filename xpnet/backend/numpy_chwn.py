@@ -19,7 +19,7 @@ import numpy
 from . import cpu_threads as parallel
 from .geometry import geometry as _geometry, pair
 
-__all__ = ["ENABLED", "Context", "applies", "is_chwn", "empty_as", "like", "conv2d_forward",
+__all__ = ["ENABLED", "Context", "applies", "is_chwn", "empty_as", "like", "c_major", "conv2d_forward",
            "conv2d_backward"]
 
 ENABLED = True
@@ -41,6 +41,16 @@ def empty_as(a, shape, dtype=None):
         N, C, H, W = shape
         return numpy.empty((C, H, W, N), dtype=dtype).transpose(3, 0, 1, 2)
     return numpy.empty(shape, dtype=dtype)
+
+
+def c_major(*arrays):
+    """`arrays` (N, C, H, W) with N and C swapped when the first is batch-innermost, so
+    that work split over axis 0 gives each CPU thread its own block of memory (split
+    over N, the threads would write alternate runs of every cache line)."""
+    a = arrays[0]
+    if a.ndim == 4 and is_chwn(a) and not a.flags.c_contiguous:
+        return tuple(v.transpose(1, 0, 2, 3) for v in arrays)
+    return arrays
 
 
 def like(a, ref):

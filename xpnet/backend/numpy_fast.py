@@ -291,7 +291,8 @@ class NumpyKernels(ReferenceKernels):
         # Multiplying by a bool mask is ~10x faster in NumPy than selecting with where.
         out = xp.empty_like(x)                    # in x's layout (numpy_chwn's too)
         mask = xp.empty_like(x, dtype=bool)
-        x1, out1, mask1 = (a.reshape(1) if a.ndim == 0 else a for a in (x, out, mask))
+        x1, out1, mask1 = (a.reshape(1) if a.ndim == 0 else a
+                           for a in numpy_chwn.c_major(x, out, mask))
 
         def part(i, a, e):
             xp.maximum(x1[a:e], x.dtype.type(0), out=out1[a:e])
@@ -302,7 +303,8 @@ class NumpyKernels(ReferenceKernels):
 
     def relu_backward(self, dy, mask):
         dx = xp.empty_like(dy, dtype=xp.result_type(dy.dtype, mask.dtype))
-        d1, m1, dx1 = (a.reshape(1) if a.ndim == 0 else a for a in (dy, mask, dx))
+        d1, m1, dx1 = (a.reshape(1) if a.ndim == 0 else a
+                       for a in numpy_chwn.c_major(dy, mask, dx))
         _batch_parallel(d1, lambda i, a, e: xp.multiply(d1[a:e], m1[a:e], out=dx1[a:e]))
         return dx
 
@@ -447,18 +449,19 @@ class NumpyKernels(ReferenceKernels):
         N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x.shape, kh, kw, stride, pad, "Pooling")
         xpd = _pad(x, ph, pw, -xp.inf)
         y = numpy_chwn.empty_as(xpd, (N, C, oh, ow))
+        xm, ym = numpy_chwn.c_major(xpd, y)      # split over the outer axis in memory
 
         def part(i, a, e):
-            win = [xpd[a:e, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+            win = [xm[a:e, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
                    for ky in range(kh) for kx in range(kw)]
             if len(win) == 1:
-                y[a:e] = win[0]
+                ym[a:e] = win[0]
                 return
-            xp.maximum(win[0], win[1], out=y[a:e])
+            xp.maximum(win[0], win[1], out=ym[a:e])
             for v in win[2:]:
-                xp.maximum(y[a:e], v, out=y[a:e])
+                xp.maximum(ym[a:e], v, out=ym[a:e])
 
-        parallel.run(parallel.plan(N, y.size * kh * kw, _MIN_ELEMENTS), part)
+        parallel.run(parallel.plan(xm.shape[0], y.size * kh * kw, _MIN_ELEMENTS), part)
         return y, (xpd, y)
 
     def max_pool_backward(self, dy, ctx, x_shape, kh, kw, stride, pad=0):
@@ -468,8 +471,9 @@ class NumpyKernels(ReferenceKernels):
         if numpy_pool.applies(x_shape, kh, kw, (sy, sx), (ph, pw)) and dy.dtype == xpd.dtype:
             dx = numpy_chwn.empty_as(xpd, x_shape, dy.dtype)
             dy = numpy_chwn.like(dy, xpd)       # one copy, not four strided passes
-            parallel.run(parallel.plan(N, dx.size, _MIN_ELEMENTS), lambda i, a, e:
-                         numpy_pool.max_pool2_backward(dy[a:e], xpd[a:e], y[a:e], dx[a:e]))
+            xm, ym, dym, dxm = numpy_chwn.c_major(xpd, y, dy, dx)
+            parallel.run(parallel.plan(xm.shape[0], dx.size, _MIN_ELEMENTS), lambda i, a, e:
+                         numpy_pool.max_pool2_backward(dym[a:e], xm[a:e], ym[a:e], dxm[a:e]))
             return dx
         overlap = sy < kh or sx < kw
         covered = not (overlap or ph or pw or sy > kh or sx > kw
