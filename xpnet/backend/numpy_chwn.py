@@ -69,7 +69,13 @@ def applies(x, W, stride, pad):
         return False
     kh, kw = W.shape[2:]
     ph, pw = pair(pad, "Convolution pad")
-    return pair(stride, "Convolution stride") == (1, 1) and 0 <= ph < kh and 0 <= pw < kw
+    if not (pair(stride, "Convolution stride") == (1, 1) and 0 <= ph < kh and 0 <= pw < kw):
+        return False
+    # Kernels up to 3x3 (stacks of them, as in DeepConvNet, pass the layout from layer
+    # to layer), or an input already in this layout. SimpleConvNet's 5x5 layer stays in
+    # (N, C, H, W): its affine layer would have to convert the pooled output back, which
+    # made that net 16 % (training) to 28 % (inference) slower at batch 1000.
+    return kh * kw <= 9 or (is_chwn(x) and not x.flags.c_contiguous)
 
 
 class Context:
