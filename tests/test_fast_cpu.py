@@ -131,3 +131,130 @@ def test_pooling_layer_float32_gradient_check():
                     - (L.Pooling(2, 2, stride=2).forward(xm) * w).sum()) / (2 * eps)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
     assert xpnet.asnumpy(dx).dtype == np.float64
+
+
+# ------------------------------------------------------------------ batch-innermost convolution
+
+from xpnet.backend import numpy_chwn  # noqa: E402
+
+CHWN_CASES = [   # (N, C, H, W), (FN, KH, KW), pad
+    ((2, 3, 7, 5), (4, 3, 3), (1, 1)),
+    ((5, 16, 9, 9), (8, 3, 3), (0, 0)),
+    ((3, 2, 6, 11), (5, 3, 3), (2, 2)),      # DeepConvNet's pad 2: output larger than input
+    ((1, 4, 5, 5), (3, 3, 3), (1, 0)),       # a batch of one, uneven padding
+    ((4, 3, 8, 6), (6, 2, 3), (1, 2)),
+    ((7, 5, 4, 4), (2, 1, 1), (0, 0)),
+    ((64, 16, 14, 14), (32, 3, 3), (1, 1)),  # big enough for both CPU threads
+]
+
+
+def _chwn_copy(a):
+    return np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,wshape,pad", CHWN_CASES)
+def test_chwn_convolution_matches_the_nchw_path(monkeypatch, shape, wshape, pad, dtype, threads):
+    rng = np.random.default_rng(shape[0] * 7 + wshape[1])
+    x = rng.standard_normal(shape).astype(dtype)
+    W = rng.standard_normal((wshape[0], shape[1]) + wshape[1:]).astype(dtype)
+    b = rng.standard_normal(wshape[0]).astype(dtype)
+    old = cpu_threads.get_num_threads()
+    cpu_threads.set_num_threads(threads)
+    try:
+        monkeypatch.setattr(numpy_chwn, "ENABLED", False)
+        y0, ctx0 = FAST.conv2d_forward(x, W, b, (1, 1), pad, {})
+        dy = rng.standard_normal(y0.shape).astype(dtype)
+        g0 = FAST.conv2d_backward(dy, ctx0, W, x.shape, (1, 1), pad, True, {})
+        monkeypatch.setattr(numpy_chwn, "ENABLED", True)
+        assert numpy_chwn.applies(x, W, (1, 1), pad)
+        for xin, dyin in ((x, dy), (_chwn_copy(x), _chwn_copy(dy))):   # both input layouts
+            y, ctx = FAST.conv2d_forward(xin, W, b, (1, 1), pad, {})
+            assert isinstance(ctx, numpy_chwn.Context)
+            assert y.shape == y0.shape and y.dtype == dtype and numpy_chwn.is_chwn(y)
+            dx, dW, db = FAST.conv2d_backward(dyin, ctx, W, x.shape, (1, 1), pad, True, {})
+            tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(y, y0, **tol)
+            np.testing.assert_allclose(dx, g0[0], **tol)
+            np.testing.assert_allclose(dW, g0[1], **tol)
+            np.testing.assert_allclose(db, g0[2], **tol)
+            assert dx.shape == x.shape and dW.shape == W.shape and db.shape == b.shape
+    finally:
+        cpu_threads.set_num_threads(old)
+
+
+def test_chwn_is_used_only_where_it_applies():
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    W3 = np.zeros((4, 3, 3, 3), np.float32)
+    assert numpy_chwn.applies(x, W3, (1, 1), (1, 1))
+    assert not numpy_chwn.applies(x, W3, (2, 2), (1, 1))                 # stride 2
+    assert not numpy_chwn.applies(x, W3, (1, 1), (3, 3))                 # pad >= kernel
+    assert not numpy_chwn.applies(x, W3.astype(np.float64), 1, 1)       # mixed dtypes
+    W5 = np.zeros((4, 3, 5, 5), np.float32)
+    assert not numpy_chwn.applies(x, W5, 1, 0)                           # 5x5 on NCHW input
+    assert numpy_chwn.applies(_chwn_copy(x), W5, 1, 0)                   # ... unless chwn already
+
+
+def test_layout_flows_conv_relu_pool_conv_and_gradients_match_nchw(monkeypatch):
+    """DeepConvNet's pattern: each layer keeps the batch-innermost layout (no copies between
+    them), and the values and gradients equal the (N, C, H, W) path's."""
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 2, 10, 10))
+
+    def run():
+        layers = [L.Convolution(W1.copy(), b1.copy(), 1, 1), L.Relu(), L.Pooling(2, 2, stride=2),
+                  L.Convolution(W2.copy(), b2.copy(), 1, 1), L.Relu()]
+        h = x
+        outs = []
+        for layer in layers:
+            h = layer.forward(h, True)
+            outs.append(h)
+        d = np.ones_like(h)
+        for layer in reversed(layers):
+            d = layer.backward(d)
+        return outs, [(l.grads["W"], l.grads["b"]) for l in layers if "W" in l.params], d
+
+    W1, b1 = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    W2, b2 = rng.standard_normal((3, 4, 3, 3)), rng.standard_normal(3)
+    outs, grads, dx = run()
+    assert all(numpy_chwn.is_chwn(o) and not o.flags.c_contiguous for o in outs)
+    monkeypatch.setattr(numpy_chwn, "ENABLED", False)
+    outs0, grads0, dx0 = run()
+    assert all(o.flags.c_contiguous for o in outs0)
+    for a, b in zip(outs, outs0):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    for (a, c), (b, d) in zip(grads, grads0):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(c, d, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, dx0, rtol=1e-12, atol=1e-12)
+
+
+def test_chwn_convolution_gradient_check():
+    """Numerical gradient of sum(conv(x) * w) (float64, chwn path, pad 2 as in DeepConvNet)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 2, 4, 5))
+    W = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    layer = L.Convolution(W, b, 1, 2)
+    y = layer.forward(x)
+    assert numpy_chwn.is_chwn(y)
+    w = rng.standard_normal(y.shape)
+    dx = layer.backward(w)
+    eps = 1e-6
+
+    def f(xx, WW):
+        return float((L.Convolution(WW, b, 1, 2).forward(xx) * w).sum())
+
+    for arr, grad in ((x, dx), (W, layer.grads["W"])):
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            fp = f(x, W)
+            arr[idx] = old - eps
+            fm = f(x, W)
+            arr[idx] = old
+            num[idx] = (fp - fm) / (2 * eps)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(layer.grads["b"], w.sum(axis=(0, 2, 3)), rtol=1e-12)
