@@ -198,10 +198,13 @@ def _weight_grad(dy2, col2):
     w = _block_width(L, F * K, 64) if parallel.blas_is_single_threaded() else 0
     if w == 0:
         return numpy.matmul(col2, dy2.T)
+    from .numpy_fast import _scratch                # per-thread temporaries
     k = L // w
-    dyb = numpy.empty((k, w, F), dtype=dy2.dtype)
+    dyb = _scratch("dyb", (k, w, F), dy2.dtype)
     dyb[...] = dy2.reshape(F, k, w).transpose(1, 2, 0)
-    return numpy.matmul(col2.reshape(K, k, w).transpose(1, 0, 2), dyb).sum(axis=0)
+    partial = _scratch("dWp", (k, K, F), numpy.result_type(col2.dtype, dy2.dtype))
+    numpy.matmul(col2.reshape(K, k, w).transpose(1, 0, 2), dyb, out=partial)
+    return partial.sum(axis=0)
 
 
 def conv2d_backward(dy, ctx, W, x_shape, pad, need_dx=True):
