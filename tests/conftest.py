@@ -1,36 +1,40 @@
 """Shared fixtures: every numeric test runs once per available backend.
 
-``backend`` is parametrized over:
+``backend`` is parametrized over the cases of every registered array-library class
+(`xpnet.backend.registered()`, each class's `test_cases()`), so a library added with
+`xpnet.backend.register` is tested by the whole suite. Today:
 - ``numpy``: NumPy arrays through the fast CPU kernels;
 - ``numpy-reference``: NumPy arrays through the reference kernels (fast paths off);
 - ``array-api-strict``: the Array API standard's strict implementation (always: it is in
   the dev extra), so no NumPy-only call can hide in the layers, nets or trainer;
 - ``torch-cpu``: PyTorch tensors through array-api-compat, when torch is installed;
 - ``cupy`` and ``cupy-reference``: when CuPy and a CUDA device work.
+(JAX runs its own file, tests/test_jax_backend.py: eager JAX is too slow for every test.)
 Unavailable ones are skipped with the reason. ``xp`` (the Array API namespace) and
 ``device`` are derived from it. While a test runs, `xpnet.using_device` makes the
 backend's device the default, so a net built without ``device=`` lands there even
 when ``XPNET_DEVICE`` says otherwise.
 """
-import importlib.util
-
 import numpy as np
 import pytest
 
 import xpnet
 from xpnet import backend as B
+from xpnet.backend.libraries import CupyBackend, NumpyBackend
 
-DEVICES = {"numpy": "cpu", "numpy-reference": "numpy-reference",
-           "array-api-strict": "array-api-strict", "torch-cpu": "torch:cpu",
-           "cupy": "gpu", "cupy-reference": "cupy-reference"}
+
+def backend_cases():
+    """``[(id, device name, library class)]`` over the registered libraries, in
+    registration order."""
+    return [(case, device, b) for b in B.registered()[::-1] for case, device in b.test_cases()]
 
 
 class Backend:
     """One backend under test: its namespace, device name and small helpers."""
 
-    def __init__(self, name):
+    def __init__(self, name, device):
         self.name = name
-        self.device = DEVICES[name]
+        self.device = device
 
     @property
     def dev(self):
@@ -43,12 +47,13 @@ class Backend:
 
     @property
     def is_gpu(self):
-        return self.dev.library == "cupy"
+        """CuPy arrays (or a stand-in's: a subclass of the CuPy class)."""
+        return isinstance(self.dev.backend, CupyBackend)
 
     @property
     def is_numpy(self):
         """NumPy arrays (fast or reference kernels)."""
-        return self.dev.library == "numpy"
+        return isinstance(self.dev.backend, NumpyBackend)
 
     def asarray(self, a, dtype=None):
         """A copy of host data `a` on this backend's device."""
@@ -89,25 +94,19 @@ class Backend:
 
 
 def _params():
-    ok, why = B.gpu_available()
-    torch = importlib.util.find_spec("torch") is not None
-    strict = importlib.util.find_spec("array_api_strict") is not None
-    gpu = [pytest.mark.gpu] + ([] if ok else [pytest.mark.skip(reason="cupy backend: %s" % why)])
-    return [
-        pytest.param("numpy", id="numpy"),
-        pytest.param("numpy-reference", id="numpy-reference"),
-        pytest.param("array-api-strict", id="array-api-strict", marks=[] if strict else [
-            pytest.mark.skip(reason="array-api-strict is not installed (dev extra)")]),
-        pytest.param("torch-cpu", id="torch-cpu", marks=[] if torch else [
-            pytest.mark.skip(reason="torch is not installed (pip install -e '.[torch]')")]),
-        pytest.param("cupy", id="cupy", marks=gpu),
-        pytest.param("cupy-reference", id="cupy-reference", marks=gpu),
-    ]
+    params = []
+    for case, device, b in backend_cases():
+        ok, why = b.available()
+        marks = [pytest.mark.gpu] if b.types[0] != "cpu" else []
+        if not ok:
+            marks.append(pytest.mark.skip(reason="%s backend: %s" % (case, why)))
+        params.append(pytest.param((case, device), id=case, marks=marks))
+    return params
 
 
 @pytest.fixture(params=_params())
 def backend(request):
-    be = Backend(request.param)
+    be = Backend(*request.param)
     with xpnet.using_device(be.device):
         yield be
 

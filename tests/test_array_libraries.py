@@ -1,7 +1,6 @@
 """The whole stack on array libraries other than NumPy: float64 gradients equal NumPy's,
 training reaches NumPy's accuracy, checkpoints move between libraries, and no layer, net,
 optimizer or trainer module branches on the backend or imports an array library."""
-import importlib.util
 import pathlib
 import re
 
@@ -10,8 +9,10 @@ import pytest
 
 import xpnet
 
-HAS_TORCH = importlib.util.find_spec("torch") is not None
-OTHERS = ["numpy-reference", "array-api-strict"] + (["torch:cpu"] if HAS_TORCH else [])
+from conftest import backend_cases
+
+# every registered library's test devices that work here, except NumPy's fast one
+OTHERS = [device for _, device, b in backend_cases() if device != "cpu" and b.available()[0]]
 PKG = pathlib.Path(xpnet.__file__).parent
 
 
@@ -77,6 +78,23 @@ def test_layers_and_nets_never_branch_on_the_backend():
         path = PKG / name if (PKG / name).exists() else PKG / "trainer" / name
         for m in pattern.finditer(path.read_text()):
             offenders.append("%s: %s" % (path.relative_to(PKG), m.group(0).strip()))
+    assert offenders == []
+
+
+def test_the_seam_names_no_library_outside_the_library_classes():
+    """devices.py, arrays.py, rng.py, base.py and the package's __init__ ask the registered
+    classes: no string in their code is a library's or accelerator's name ('cpu', the host,
+    is every library's)."""
+    import io
+    import tokenize
+    names = {"numpy", "cupy", "torch", "jax", "array_api_strict", "array-api-strict", "gpu",
+             "cuda", "mps", "tpu"}
+    offenders = []
+    for name in ("devices.py", "arrays.py", "rng.py", "base.py", "__init__.py"):
+        path = PKG / "backend" / name
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.STRING and tok.string.strip("\"'") in names:
+                offenders.append("%s:%d: %s" % (name, tok.start[0], tok.string))
     assert offenders == []
 
 

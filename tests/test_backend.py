@@ -276,10 +276,19 @@ def test_seeded_nets_are_identical_on_every_device(backend):
 
 
 def test_provider_follows_the_device(backend):
+    """The registered class's fast kernels, or the reference ones on a -reference device
+    and on libraries without fast kernels (the expected table is the registry)."""
     x = backend.asarray(np.zeros((1, 1, 2, 2)))
-    want = {"numpy": "numpy", "numpy-reference": "reference", "array-api-strict": "reference",
-            "torch-cpu": "reference", "cupy": "cupy", "cupy-reference": "reference"}
-    assert B.provider(x).NAME == want[backend.name]
+    dev = backend.dev
+    k = B.provider(x)
+    assert k is B.provider(x)                           # one instance per library
+    fast = dev.backend.kernels
+    if dev.reference or fast is None:
+        assert type(k) is B.ReferenceKernels and k.NAME == "reference"
+    else:
+        assert type(k) is fast and isinstance(k, B.ReferenceKernels) and k.NAME != "reference"
+    if backend.name == "numpy":
+        assert k.NAME == "numpy"
 
 
 def test_a_reference_net_uses_reference_kernels_outside_using_device():
@@ -333,3 +342,116 @@ def test_arrays_cross_libraries_bit_exactly():
     assert B.kind_of(s) == "array_api_strict"
     back = xpnet.to_device(s, "cpu")
     assert type(back) is np.ndarray and back.tobytes() == a.tobytes()
+
+
+# ---------------------------------------------------------------- arrays of unregistered libraries
+
+@pytest.fixture
+def registry_restored():
+    """Put the registry back exactly as it was (classes and order) after the test."""
+    saved = dict(D._registry)
+    yield
+    D._registry.clear()
+    D._registry.update(saved)
+    D._changed()
+
+
+def test_an_unregistered_library_runs_through_the_generic_class(registry_restored):
+    """array_api_strict with its class removed: array-api-compat knows its namespace and
+    it has DLPack, so it runs on the reference kernels, on its own arrays, and gives
+    NumPy's numbers; nothing is turned into NumPy."""
+    xps = pytest.importorskip("array_api_strict")
+    B.unregister("array_api_strict")
+    a = xps.asarray(np.arange(6.0).reshape(2, 3))
+    b = B.backend_of(a)
+    assert isinstance(b, B.GenericBackend) and b.name == "array_api_strict"
+    assert "array_api_strict" not in [r.name for r in B.registered()]
+    dev = xpnet.device_of(a)
+    assert str(dev) == "array_api_strict (generic)"
+    assert type(B.provider(a)) is B.ReferenceKernels
+    np.testing.assert_array_equal(xpnet.asnumpy(a), np.arange(6.0).reshape(2, 3))
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
+    ref = xpnet.TwoLayerNet(5, 4, 3, seed=1, dtype="float64")
+    net = xpnet.TwoLayerNet(5, 4, 3, seed=1, dtype="float64").to(dev)
+    for _ in range(3):
+        for n, opt in ((ref, xpnet.SGD(lr=0.1)), (net, xpnet.SGD(lr=0.1))):
+            opt.update(n.params, n.gradient(x, t))
+    y = net.predict(xps.asarray(x))
+    assert type(y) is type(a)                                  # still the library's array
+    np.testing.assert_allclose(xpnet.asnumpy(y), ref.predict(x), rtol=1e-12)
+
+
+class LazyArrayDouble:
+    """A test double of a lazy library's array (dask's has no ``__dlpack__``): its
+    namespace is known through ``__array_namespace__``, but it can't reach the host."""
+    __module__ = "lazyarrays.core"
+
+    def __init__(self, shape):
+        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype("float32")
+
+    def __array_namespace__(self, api_version=None):
+        return pytest.importorskip("array_api_strict")
+
+
+def test_an_array_xpnet_cannot_serve_is_refused_by_name():
+    fake = LazyArrayDouble((2, 4))
+    assert B.is_array(fake)
+    msg = (r"xpnet has no backend for lazyarrays arrays \(LazyArrayDouble\): it has no DLPack.*"
+           r"Supported: numpy, cupy, torch, array_api_strict, jax.*xpnet.backend.register")
+    for use in (xpnet.asnumpy, xpnet.namespace, xpnet.device_of, B.provider,
+                lambda a: xpnet.to_device(a, "cpu"),
+                xpnet.TwoLayerNet(4, 3, 2, seed=0).predict):
+        with pytest.raises(xpnet.DeviceError, match=msg):
+            use(fake)
+
+
+def test_registering_replaces_and_reorders(registry_restored):
+    """A class registered later is asked first; registering drops the cached answers."""
+    a = np.zeros(3)
+    assert B.backend_of(a).name == "numpy"
+
+    @B.register
+    class Claims(type(B.backend_named("numpy"))):
+        name = "claims"
+        kind = "claims"
+        help = "claims"
+        heads = ()
+
+    assert B.backend_of(a).name == "claims"
+    assert str(xpnet.get_device("claims")) in ("cpu", "claims")
+    assert "claims" in B.device_help()
+    B.unregister("claims")
+    assert B.backend_of(a).name == "numpy" and "claims" not in B.device_help()
+
+
+def test_the_architecture_docs_toy_backend_trains(registry_restored):
+    """docs/architecture.md's "Adding a backend" block, run as it is written: it registers
+    NumPy under another name, trains a TwoLayerNet on it, and unregisters it."""
+    import pathlib
+    import re
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    section = doc[doc.index("## Adding a backend"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "@register" in block and "unregister(\"toy\")" in block
+    before = [b.name for b in B.registered()]
+    scope = {"__name__": "architecture_doc"}
+    exec(compile(block, "docs/architecture.md", "exec"), scope)
+    assert [b.name for b in B.registered()] == before        # the block cleaned up
+    assert scope["net"].device.library == "toy"            # it trained there (and asserted
+    assert "toy" not in B.device_help()                     # its accuracy); now it's gone
+
+
+def test_classes_answer_what_the_bench_and_distributed_ask():
+    """Where PyTorch would run the same work, the accelerator's name, NCCL: questions to
+    the device's class instead of branches on its library."""
+    def ask(dev):
+        return dev.backend.torch_place(dev), dev.backend.nccl
+    assert ask(xpnet.Device("gpu", 1)) == ("cuda:1", True)
+    assert ask(xpnet.Device("jax", 1, type="gpu")) == ("cuda:1", False)
+    assert ask(xpnet.CPU) == ("cpu", False)
+    assert ask(xpnet.get_device("array-api-strict:device2")) == ("cpu", False)
+    assert xpnet.CPU.backend.hardware_name(xpnet.CPU) is None
+    if HAS_TORCH:
+        assert ask(xpnet.Device("torch", 1, type="cuda")) == ("cuda:1", False)
+        assert ask(xpnet.get_device("torch:cpu")) == ("cpu", False)

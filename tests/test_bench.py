@@ -328,3 +328,17 @@ def test_bench_stays_out_of_the_core_and_runs_as_a_module():
                        capture_output=True, text=True, env=env, cwd=root, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["rows"][0]["model"] == "MultiLayerNet"
+
+
+@pytest.mark.parametrize("device,mode", [("cpu", "eager"), ("jax:cpu", "jax.jit")])
+def test_compile_rows_follow_each_train_row(capsys, device, mode):
+    if device.startswith("jax"):
+        pytest.importorskip("jax")
+    assert bench.main(["--models", "mlp", "--batch-sizes", "4", "--infer-batch", "0",
+                       "--quick", "--compile", "--device", device, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["rows"]
+    assert [(r["task"], r["batch"]) for r in rows] == [("train", 4), ("train-compiled", 4)]
+    assert rows[1]["mode"] == mode and rows[1]["vs_eager"] > 0
+    assert rows[1]["vs_eager"] == pytest.approx(rows[0]["xpnet"]["ms"] / rows[1]["xpnet"]["ms"])
+    assert doc["settings"]["compile"] is True

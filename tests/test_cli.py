@@ -126,12 +126,14 @@ def test_plots_skipped_without_matplotlib(tmp_path, capsys, monkeypatch):
     (["train", "--model", "resnet"], "simple_conv', 'deep_conv', 'mlp', 'two_layer"),
     (["train", "--dataset", "cifar"], "mnist', 'fashion-mnist', 'mnist-sample"),
     (["train", "--optimizer", "lamb"], "'sgd', 'momentum', 'nesterov', 'adagrad'"),
-    (["train", "--device", "tpu"], "unknown device 'tpu'; valid values are cpu, gpu"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'; valid values are "),
     (["eval", "x.npz", "--device", "torch:tpu"], "unknown torch device 'torch:tpu'"),
     (["train", "--dtype", "float16"], "'float32', 'float64'"),
     (["train", "--epochs", "-1"], "argument --epochs: expected an int >= 0, got '-1'"),
     (["train", "--lr", "0"], "argument --lr: expected a positive number, got '0'"),
     (["train", "--batch-size", "x"], "argument --batch-size: expected a positive int, got 'x'"),
+    (["train", "--seed", "-1"], "argument --seed: expected an int >= 0, got '-1'"),
+    (["explain", "run", "--seed", "-1"], "argument --seed: expected an int >= 0, got '-1'"),
     (["frobnicate"], "invalid choice: 'frobnicate' (choose from 'train', 'eval', "),
     ([], "required: COMMAND"),
 ])
@@ -211,6 +213,10 @@ def test_info_lists_versions_devices_and_datasets(capsys):
     gpu = [d for d in info["devices"] if d["name"].startswith("gpu")]
     assert gpu and gpu[0]["available"] == ok and (ok or gpu[0]["reason"] == why)
     assert info["cpu_threads"]["threads"] == xpnet.get_num_threads()
+    cpu = [d for d in info["devices"] if d["name"] == "cpu"][0]
+    assert cpu["dtypes"] == list(xpnet.get_device("cpu").dtypes) and "float64" in cpu["dtypes"]
+    code, stdout, _ = run(["info"], capsys)
+    assert "dtypes: %s" % ", ".join(cpu["dtypes"]) in stdout
 
 
 def test_threads_option_and_bad_env(tmp_path, capsys, monkeypatch):
@@ -370,19 +376,75 @@ def test_out_that_is_a_file_or_unwritable(tmp_path, capsys):
     assert f.read_text() == "x"
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root writes into read-only folders")
+def _as_nobody(fn):
+    """`fn()` in a forked child that has dropped root to the user nobody, so the kernel
+    refuses what the permission bits refuse (root writes into read-only folders); its
+    result comes back through a pipe. Everything it needs must be imported already: a
+    module under root's home can't be read once the child is nobody."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(r)
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                result = {"result": fn()}
+            except PermissionError as e:     # a container without CAP_SETUID
+                result = {"skip": "can't become nobody: %s" % e}
+            with os.fdopen(w, "w") as f:
+                json.dump(result, f)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and text, "the child run as nobody failed (status %d)" % status
+    result = json.loads(text)
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    return result["result"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 def test_out_in_a_read_only_folder(tmp_path, capsys):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
+    import io
+    import tempfile
+    code, _, err = train_tiny(tmp_path / "warm", capsys, "--model", "two_layer", "--quiet")
+    assert code == 0, err      # imports everything a run needs (see _as_nobody)
+    base = tempfile.mkdtemp(prefix="xpnet-ro-")     # in /tmp: reachable by nobody
+    ro = os.path.join(base, "ro")
+    os.mkdir(ro)
+    os.chmod(base, 0o755)
+    os.chmod(ro, 0o555)
+
+    def both():
+        out = []
+        for target in (ro, os.path.join(ro, "new")):
+            stdout, stderr = sys.stdout, sys.stderr
+            sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+            try:
+                code = cli.main(["train", "--dataset", "mnist-sample", "--limit", "200",
+                                 "--epochs", "1", "--model", "two_layer", "--out", target])
+                out.append((code, sys.stderr.getvalue()))
+            finally:
+                sys.stdout, sys.stderr = stdout, stderr
+        return out
     try:
-        code, _, err = train_tiny(ro, capsys, "--model", "two_layer")
+        results = _as_nobody(both) if os.geteuid() == 0 else both()
+        (code, err), (code2, err2) = results
         one_line_error(code, err, "--out %s is not writable" % ro, "Permission denied")
-        code, _, err = train_tiny(ro / "new", capsys, "--model", "two_layer")
-        one_line_error(code, err, "--out %s can't be created: Permission denied" % (ro / "new"))
+        one_line_error(code2, err2, "--out %s can't be created: Permission denied"
+                       % os.path.join(ro, "new"))
+        assert os.listdir(ro) == []
     finally:
-        ro.chmod(0o755)
+        os.chmod(ro, 0o755)
+        import shutil
+        shutil.rmtree(base)
 
 
 def _hold_out_in_child(folder):
@@ -497,14 +559,14 @@ def test_resume_with_no_epochs_left_says_so(tmp_path, capsys):
 def test_unexpected_os_errors_are_one_line_unless_debugging(capsys, monkeypatch, exc, line):
     def boom(data_dir=None):
         raise exc
-    monkeypatch.setattr(cli, "_info", boom)
+    monkeypatch.setattr(cli.info, "_info", boom)
     monkeypatch.delenv("XPNET_DEBUG", raising=False)
     code, _, err = run(["info"], capsys)
     one_line_error(code, err, line)
     monkeypatch.setenv("XPNET_DEBUG", "1")
     with pytest.raises(type(exc)):
         cli.main(["info"])
-    monkeypatch.setattr(cli, "_info", lambda data_dir=None: 1 / 0)
+    monkeypatch.setattr(cli.info, "_info", lambda data_dir=None: 1 / 0)
     monkeypatch.delenv("XPNET_DEBUG")
     with pytest.raises(ZeroDivisionError):        # a real bug keeps its traceback
         cli.main(["info"])
@@ -538,7 +600,195 @@ def test_huge_thread_count_is_capped_with_one_warning(capsys, monkeypatch):
 def test_a_broken_pipe_that_is_not_stdout_is_an_error_line(capsys, monkeypatch):
     def boom(data_dir=None):
         raise BrokenPipeError(32, "Broken pipe")        # e.g. a child process went away
-    monkeypatch.setattr(cli, "_info", boom)
+    monkeypatch.setattr(cli.info, "_info", boom)
     monkeypatch.delenv("XPNET_DEBUG", raising=False)
     code, _, err = run(["info"], capsys)
     one_line_error(code, err, "xpnet info: error: [Errno 32] Broken pipe")
+
+
+# ---------------------------------------------------------------- no traceback (issue 20)
+
+def _xpnet(args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(kw.pop("env", {}))
+    return subprocess.run([sys.executable, "-m", "xpnet",
+                          *(a if isinstance(a, bytes) else str(a) for a in args)],
+                          capture_output=True, env=env, timeout=120, **kw)
+
+
+def test_eval_and_explain_of_a_file_naming_an_unknown_dataset(tmp_path, capsys):
+    p = xpnet.TwoLayerNet(784, 10, 10).save_params(tmp_path / "p", {"dataset": "cifar99"})
+    for cmd in ("eval", "explain"):
+        code, _, err = run([cmd, p], capsys)
+        one_line_error(code, err, "was trained on the data set 'cifar99', which xpnet doesn't "
+                       "know; pass --dataset (one of mnist, fashion-mnist, mnist-sample)")
+    code, _, err = run(["eval", p, "--dataset", "mnist-sample", "--limit", 10, "--out",
+                        tmp_path, "--quiet"], capsys)
+    assert code == 0, err
+
+
+def test_convert_of_a_pickle_beyond_the_size_cap(tmp_path, capsys, monkeypatch):
+    import pickle
+    from xpnet import nets
+    arrays = {"W1": np.zeros((30, 20), np.float32), "b1": np.zeros(20, np.float32),
+              "W2": np.zeros((20, 10), np.float32), "b2": np.zeros(10, np.float32)}
+    src = tmp_path / "book.pkl"
+    src.write_bytes(pickle.dumps(arrays))
+    monkeypatch.setattr(nets, "MAX_PARAMETERS", 500)     # the cap, scaled down
+    code, _, err = run(["convert", src, tmp_path / "new.npz"], capsys)
+    one_line_error(code, err, "xpnet convert: error: %s: " % src, "MAX_PARAMETERS = 500")
+    assert not (tmp_path / "new.npz").exists()
+
+
+def test_epochs_0_trains_nothing_and_skips_the_curves(tmp_path, capsys):
+    code, stdout, err = train_tiny(tmp_path, capsys, "--model", "two_layer", "--epochs", 0)
+    assert code == 0, err
+    assert "curves skipped: no epoch was trained" in stdout
+    assert (tmp_path / "params.npz").exists() and not (tmp_path / "curves.png").exists()
+    assert json.loads((tmp_path / "history.json").read_text())["train_loss"] == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors")
+@pytest.mark.parametrize("args", [["info"], ["train", "--dataset", "mnist-sample", "--limit",
+                                             100, "--epochs", 1, "--model", "two_layer"]])
+def test_a_closed_stdout_is_no_error(tmp_path, args):
+    if args[0] == "train":
+        args = args + ["--out", tmp_path / "run"]
+    r = _xpnet(args, preexec_fn=lambda: os.close(1), cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    if args[0] == "train":
+        assert (tmp_path / "run" / "params.npz").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_an_out_name_the_locale_cant_encode_is_printed_as_its_bytes(tmp_path):
+    out = os.path.join(os.fsencode(tmp_path), b"run-\xff")
+    r = _xpnet([b"train", b"--dataset", b"mnist-sample", b"--limit", b"100", b"--epochs",
+                b"1", b"--model", b"two_layer", b"--out", out],
+               env={"PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C", "PYTHONUTF8": "0",
+                    "PYTHONCOERCECLOCALE": "0"})
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode()
+    assert out + b"/params.npz" in r.stdout
+    assert os.path.exists(os.path.join(out, b"params.npz"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback():
+    # The console script's first line imports xpnet.cli; SIGINT arrives while
+    # xpnet/__init__ is importing its backends, as a user's Ctrl-C at start-up would.
+    code = ("import builtins, os, signal, sys\n"
+            "sys.argv = ['/usr/local/bin/xpnet', 'info']\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name.endswith('backend'):\n"
+            "        builtins.__import__ = real\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "from xpnet.cli import main\n"
+            "print('not reached')\n")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 130 and r.stderr == "\nxpnet: interrupted\n", r.stderr
+    assert r.stdout == ""
+    # A script that imports xpnet keeps Python's own Ctrl-C
+    r = subprocess.run([sys.executable, "-c", code.replace("/usr/local/bin/xpnet", "x.py")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert "KeyboardInterrupt" in r.stderr
+
+
+def test_explain_stride_beyond_the_window_is_refused(tmp_path, capsys):
+    p = xpnet.SimpleConvNet().save_params(tmp_path / "p", {"dataset": "mnist-sample"})
+    code, _, err = run(["explain", p, "--method", "occlusion", "--stride", 999999999],
+                       capsys)
+    one_line_error(code, err, "--stride 999999999 is larger than --window 7")
+    assert not (tmp_path / "explain").exists()
+
+
+def test_resume_with_lr_applies_it_and_records_it(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = train_tiny(out, capsys, "--model", "two_layer", "--quiet")
+    assert code == 0, err
+    code, stdout, err = run(["train", "--resume", out / "checkpoints", "--epochs", 2, "--lr",
+                             "0.0005"], capsys)
+    assert code == 0, err
+    assert "learning rate: 0.003 from the checkpoint, now 0.0005 (--lr)" in stdout
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["optimizer"]["hyper"]["lr"] == 0.0005
+    assert h["config"]["run_info"]["lr_changes"] == [
+        {"epoch": 1, "step": 2, "from": 0.003, "to": 0.0005}]
+    _, meta = load_arrays(out / "checkpoints" / "checkpoint.npz")
+    assert meta["optimizer"]["hyper"]["lr"] == 0.0005        # what a further resume uses
+    code, stdout, err = run(["train", "--resume", out / "checkpoints", "--epochs", 3], capsys)
+    assert code == 0, err and "learning rate:" not in stdout
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["optimizer"]["hyper"]["lr"] == 0.0005
+    assert len(h["config"]["run_info"]["lr_changes"]) == 1     # kept across resumes
+    # a scheduled run sets the rate every step: --lr is refused, saying so
+    out = tmp_path / "s"
+    code, _, err = train_tiny(out, capsys, "--model", "two_layer", "--schedule", "cosine",
+                              "--quiet")
+    assert code == 0, err
+    code, _, err = run(["train", "--resume", out / "checkpoints", "--epochs", 2, "--lr",
+                        "0.0005"], capsys)
+    one_line_error(code, err, "--lr 0.0005: this run follows a learning-rate schedule")
+
+
+# ---------------------------------------------------------------- issue 23: the Trainer's options
+
+def test_schedule_augment_validation_and_tensorboard_reach_the_trainer(tmp_path, capsys):
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    code, stdout, err = train_tiny(out, capsys, "--epochs", 2, "--schedule", "cosine",
+                                   "--warmup", 1, "--augment", "shift:1", "--val-split", 0.2,
+                                   "--patience", 2, "--tensorboard", tb)
+    assert code == 0, err
+    cfg = json.loads((out / "history.json").read_text())["config"]
+    assert cfg["lr_schedule"]["name"] == "cosine" and cfg["lr_schedule"]["warmup"] == 1.0
+    assert cfg["augment"] == "shift:1" and cfg["val_split"] == 0.2
+    assert cfg["early_stopping"] == 2 and cfg["train_size"] == 160 and cfg["val_size"] == 40
+    h = json.loads((out / "history.json").read_text())
+    assert len(h["val_acc"]) == 2 and h["best_epoch"] in (1, 2)
+    assert [f.name for f in tb.iterdir()][0].startswith("events.out.tfevents")
+    assert str(out / "history.csv") in stdout
+    # a resume takes them from the checkpoint
+    code, _, err = run(["train", "--resume", out / "checkpoints", "--epochs", 3, "--quiet"],
+                       capsys)
+    assert code == 0, err
+    cfg = json.loads((out / "history.json").read_text())["config"]
+    assert cfg["lr_schedule"]["name"] == "cosine" and cfg["augment"] == "shift:1"
+    assert cfg["val_split"] == 0.2 and cfg["epochs"] == 3
+
+
+def test_compile_flag_asks_for_a_compiled_step(tmp_path, capsys, monkeypatch):
+    from xpnet.compile import compile_step
+    calls = []
+
+    def recording(net, optimizer, *a, **k):
+        calls.append(type(net).__name__)
+        return compile_step(net, optimizer, *a, **k)
+    monkeypatch.setattr(xpnet, "compile_step", recording, raising=False)
+    code, _, err = train_tiny(tmp_path, capsys, "--model", "two_layer", "--compile", "--quiet")
+    assert code == 0, err
+    assert calls and calls[0] == "TwoLayerNet"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patience", 2], "early_stopping=2 needs a validation split"),
+    (["--model", "mlp", "--augment", "shift:2"], "needs images shaped (N, C, H, W)"),
+    (["--augment", "wobble:3"], "unknown operation 'wobble'"),
+])
+def test_trainer_options_that_dont_fit_are_one_line(tmp_path, capsys, extra, message):
+    code, _, err = train_tiny(tmp_path, capsys, *extra)
+    one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("argv, valid", [
+    (["train", "--val-split", "1.5"], "argument --val-split: expected a fraction between 0 and 1"),
+    (["train", "--schedule", "zigzag"], "'constant', 'step', "),
+    (["train", "--warmup", "-1"], "argument --warmup: expected a number >= 0"),
+])
+def test_trainer_option_values_exit_2(argv, valid, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(argv)
+    assert ei.value.code == 2 and valid in capsys.readouterr().err

@@ -446,7 +446,7 @@ def test_fast_conv_equals_reference(shape, fshape, stride, pad, layout):
     # with a workspace reused over two calls
     for held in (False, True):
         ws = {} if held else None
-        with parallel.blas_single_threaded(held):
+        with parallel.ThreadPolicy(2, held).hold():
             for _ in range(2 if held else 1):
                 y, ctx = fast.conv2d_forward(x, W, b, s, p, ws)
                 assert_same(y, y_r, "y (held=%s)" % held)
@@ -562,9 +562,9 @@ def test_fast_affine_equals_reference(shape, bias, layout):
     dy = _layout(rng.standard_normal((N, F)), layout)
     y_r = ref.affine_forward(x, W, b)
     dx_r, dW_r, db_r = ref.affine_backward(dy, x, W, True)
-    # alone (batch split over xpnet's threads) and inside an MLP's pass (BLAS threads)
+    # BLAS free to thread, and inside an MLP's pass (batch split, BLAS held)
     for heavy in (None, False):
-        with (fast.pass_scope(heavy) if heavy is not None else parallel.blas_single_threaded(False)):
+        with (fast.pass_scope(heavy) if heavy is not None else parallel.ThreadPolicy(1, False).hold()):
             assert_same(fast.affine_forward(x, W, b), y_r, "y")
             dx, dW, db = fast.affine_backward(dy, x, W, True)
             assert_same(dx, dx_r, "dx")

@@ -126,7 +126,7 @@ def test_fewer_gpus_than_local_ranks_is_a_clear_error():
 
 def test_mpi4py_missing_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)     # `import mpi4py` fails
-    monkeypatch.setattr(distributed, "_world", None)
+    monkeypatch.setattr(distributed.launch, "_world", None)
     with pytest.raises(distributed.DistributedError, match=r'pip install -e "\.\[mpi\]"'):
         distributed.init()
 
@@ -157,7 +157,8 @@ def test_chan_combination_is_the_global_mean_and_variance():
     for part in np.array_split(x, 3):
         mu = part.mean(axis=0)
         rows.append(np.concatenate([[len(part)], mu, ((part - mu) ** 2).sum(axis=0)]))
-    n, mean, sq = distributed._combine(np.array(rows), 5)
+    from xpnet.sync_batchnorm import _combine
+    n, mean, sq = _combine(np.array(rows), 5)
     assert n == 11
     np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-14)
     np.testing.assert_allclose(sq / n, x.var(axis=0), rtol=1e-12)
@@ -192,6 +193,51 @@ def test_sync_batchnorm_keeps_the_nets_names_and_views():
     assert sorted(net.state_dict()) == sorted(before)
     net.params["gamma1"][...] = 2.0
     assert float(net.layers[1].params["gamma"][0]) == 2.0
+
+
+def _read_only(arrays):
+    for a in arrays:
+        a.flags.writeable = False    # an in-place write raises, as on an immutable library
+
+
+def test_sync_batchnorm_rebinds_its_running_statistics():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4))
+    sb = distributed.SyncBatchNormalization(np.ones(4), np.zeros(4), _fake())
+    bn = xpnet.BatchNormalization(np.ones(4), np.zeros(4))
+    _read_only(list(sb.buffers.values()))
+    old = dict(sb.buffers)
+    sb.forward(x, True)
+    bn.forward(x, True)
+    for k in ("running_mean", "running_var"):
+        assert sb.buffers[k] is not old[k]
+        np.testing.assert_array_equal(sb.buffers[k], bn.buffers[k])   # BatchNorm's own rule
+
+
+def test_broadcast_and_buffer_averaging_rebind_the_nets_arrays():
+    root = xpnet.MultiLayerNetExtend(8, [6], 3, use_batchnorm=True, dtype="float64", seed=0)
+    net = xpnet.MultiLayerNetExtend(8, [6], 3, use_batchnorm=True, dtype="float64", seed=1)
+    for name, a in root.buffers.items():
+        root.load_state_dict({name: a + 1.0}, strict=False)
+    want = root.state_dict()
+
+    def bcast(buf, r=0, what=""):
+        buf[...] = distributed.optimizer._pack(
+            [a for _, a in distributed.optimizer._state_arrays(root)], buf.dtype)
+        return buf
+    comm = SimpleNamespace(rank=1, size=2, bcast=bcast,
+                           allgather_object=lambda obj, what="": [obj, obj],
+                           allreduce=lambda buf, what="": np.multiply(buf, 2, out=buf))
+    _read_only([*net.params.values(), *net.buffers.values()])
+    distributed.broadcast_params(net, comm)
+    got = net.state_dict()
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    _read_only(net.buffers.values())
+    assert distributed.average_buffers(net, comm) == 2      # both ranks hold the same: kept
+    for k, a in net.buffers.items():
+        np.testing.assert_array_equal(a, want[k])
 
 
 def test_distributed_optimizer_on_one_rank_is_the_optimizer():
@@ -280,8 +326,8 @@ def test_cli_two_ranks_write_one_set_of_files_and_match_one_process(one_epoch_ru
     files = sorted(str(p.relative_to(two.folder)) for p in two.folder.rglob("*"))
     assert files == [".xpnet.lock", "checkpoints", "checkpoints/.xpnet.lock",
                      "checkpoints/checkpoint.json", "checkpoints/checkpoint.npz", "curves.png",
-                     "filters.png", "filters_init.npz", "history.json", "params.json",
-                     "params.npz"], files
+                     "filters.png", "filters_init.npz", "history.csv", "history.json",
+                     "params.json", "params.npz"], files
     assert two.stdout.count("final test accuracy") == 1      # rank 0 alone reports
     assert "(rank 0 of 2)" in two.stdout
     h2 = json.loads((two.folder / "history.json").read_text())
@@ -336,6 +382,20 @@ def test_a_failing_rank_ends_the_job(how):
         assert "rank 1 of 2 raised RuntimeError; aborting the job" in err
     if how == "hang":
         assert "rank 0 of 2 waited more than 3 s in the gradient all-reduce" in err
+
+
+@needs_mpi
+def test_two_ranks_each_on_its_own_array_api_strict_device(tmp_path):
+    pytest.importorskip("array_api_strict")
+    out = tmp_path / "ranks.json"
+    code, _, err, _ = _mpirun(2, [str(HERE), "rank_devices", str(out)], timeout=120)
+    assert code == 0, err[-4000:]
+    r0, r1 = json.loads(out.read_text())
+    assert [r0["device"], r1["device"]] == ["array-api-strict:device1",
+                                            "array-api-strict:device2"]
+    assert r0["params_on_device"] and r1["params_on_device"]
+    assert r0["params"] == r1["params"]          # one model, trained on two devices
+    assert r0["loss"][1] < r0["loss"][0]
 
 
 # ---------------------------------------------------------------------- the workers
@@ -501,8 +561,33 @@ def _worker_measure():
         print(json.dumps(report, indent=1))
 
 
+def _worker_rank_devices(out_path):
+    """Each rank on its own array-api-strict device (device_for_rank), trained together."""
+    from xpnet.trainer import Trainer
+    comm = distributed.init()
+    dev = distributed.device_for_rank(xpnet.get_device("array-api-strict"), comm)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    t = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    net = xpnet.MultiLayerNet(8, [6], 3, dtype="float32", device=dev, seed=comm.rank)
+    tr = Trainer(net, x[:32], t[:32], x[32:], t[32:], epochs=3, mini_batch_size=8,
+                 optimizer="Adam", optimizer_param={"lr": 0.05}, seed=0, verbose=False,
+                 comm=comm)
+    tr.train()
+    mine = {"device": str(dev), "params_on_device": all(
+                xpnet.device_of(v) == dev for v in net.params.values()),
+            "params": {k: xpnet.asnumpy(v).tolist() for k, v in net.params.items()},
+            "loss": [tr.train_loss_list[0], tr.train_loss_list[-1]]}
+    everyone = comm.allgather_object(mine)
+    if comm.rank == 0:
+        Path(out_path).write_text(json.dumps(everyone))
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
+    if mode == "rank_devices":
+        _worker_rank_devices(sys.argv[2])
+        sys.exit(0)
     if mode == "equivalence":
         _worker_equivalence(sys.argv[2])
     elif mode == "fail":

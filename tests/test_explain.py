@@ -90,6 +90,16 @@ def test_layer_names_find_layer_and_default_layer():
     assert explain.default_cam_layer(tiny_net("cpu")) == "Convolution4"
     assert explain.activation_layer(net) == "Relu2"
     assert explain.activation_layer(net, "Pooling3") == "Pooling3"
+    # an activation is a layer that says so: a subclass, or a new layer of its own
+    from new_layer import Softplus
+
+    class MyRelu(L.Relu):
+        pass
+
+    rng = np.random.default_rng(0)
+    for act, name in ((MyRelu(), "MyRelu2"), (Softplus(), "Softplus2"), (L.Flatten(), None)):
+        mine = xpnet.Sequential([L.Convolution(rng.standard_normal((2, 1, 3, 3)), None), act])
+        assert explain.activation_layer(mine) == (name or "Convolution1")
     with pytest.raises(ValueError, match=r"no layer named 'Conv9'; the net's layers are "
                                          r"Convolution1, Relu2, Pooling3"):
         explain.find_layer(net, "Conv9")

@@ -184,7 +184,10 @@ def test_float32_stays_float32(backend, name, hyper):
     ref = params["W"]
     for g in GRADS:
         opt.update(params, {"W": backend.asarray(g, np.float32)})
-    assert params["W"] is ref and backend.dtype(params["W"]) == "float32"    # in place
+    # in place on the fast providers (NumPy, CuPy); new arrays from the reference kernels
+    fast = backend.is_numpy or backend.is_gpu
+    assert (params["W"] is ref) == (fast and not backend.dev.reference)
+    assert backend.dtype(params["W"]) == "float32"
     for slot, arr in opt.state.get("W", {}).items():
         assert backend.dtype(arr) == "float32", slot
     expect = expected_steps(name, hyper, P0, GRADS)

@@ -156,18 +156,44 @@ def test_layer_without_equivalent_is_refused_by_name():
         def forward(self, x, train_flg=False):
             return x
 
-    class MyAffine(L.Affine):
-        pass
+    class OddWeights(L.Layer):
+        def __init__(self):
+            super().__init__()
+            self.params = {"V": np.ones(3, np.float32)}
+
+        def forward(self, x, train_flg=False):
+            return x * self.params["V"]
 
     net = xpnet.Sequential([L.Affine(np.ones((4, 3), np.float32), None), Odd()])
     with pytest.raises(ValueError, match=r"layer Odd of Sequential has no PyTorch equivalent "
                                          r"here \(net.layers\[1\]\)"):
         to_torch(net)
-    mine = xpnet.Sequential([MyAffine(np.ones((4, 3), np.float32), None)])
-    with pytest.raises(ValueError, match=r"to_torch: layer MyAffine of Sequential has no"):
-        to_torch(mine)
-    with pytest.raises(ValueError, match=r"from_torch: layer MyAffine of Sequential has no"):
-        from_torch(nn.Sequential(nn.Linear(4, 3, bias=False)), mine)
+    odd = xpnet.Sequential([L.Affine(np.ones((4, 3), np.float32), None), OddWeights()])
+    with pytest.raises(ValueError, match=r"from_torch: layer OddWeights of Sequential has no"):
+        from_torch(nn.Sequential(nn.Linear(4, 3, bias=False)), odd)
+
+
+def test_subclass_and_new_layer_convert_through_hooks():
+    from new_layer import Softplus
+
+    class MyAffine(L.Affine):           # computes what Affine does: converts like it
+        pass
+
+    rng = np.random.default_rng(0)
+    net = xpnet.Sequential([MyAffine(rng.standard_normal((4, 5)).astype(np.float32),
+                                     rng.standard_normal(5).astype(np.float32)), Softplus(),
+                            L.Affine(rng.standard_normal((5, 3)).astype(np.float32), None)])
+    model = to_torch(net)
+    assert [type(m).__name__ for m in model] == ["Flatten", "Linear", "Softplus", "Linear"]
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y, xpnet.asnumpy(net.predict(x)), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        model[1].weight.mul_(2.0)
+    from_torch(model, net)
+    np.testing.assert_allclose(xpnet.asnumpy(net.params["W1"]),
+                               model[1].weight.detach().numpy().T, rtol=0, atol=0)
 
 
 def test_without_torch_says_so(monkeypatch):

@@ -1,4 +1,5 @@
 """xpnet: the networks of "Deep Learning from Scratch", one code path for every array library."""
+from . import _command_start  # noqa: F401  (first: Ctrl-C while `xpnet` starts)
 from .version import __version__
 
 from .backend import (CPU, Device, DeviceError, asnumpy, current_device, device_of,
@@ -12,6 +13,7 @@ from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, 
 from .nets import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend, Sequential, SimpleConvNet,
                    TwoLayerNet, build_net, load_net)
 from . import explain
+from .compile import compile_step
 
 __all__ = [
     "__version__", "CPU", "Device", "DeviceError", "asnumpy", "current_device", "device_of",
@@ -22,5 +24,5 @@ __all__ = [
     "IdentityWithLoss", "LeakyRelu", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "Tanh",
     "SGD", "AdaGrad", "Adam", "AdamW", "Momentum", "Nesterov", "RMSprop", "get_optimizer",
     "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "Sequential", "SimpleConvNet",
-    "TwoLayerNet", "build_net", "load_net", "explain",
+    "TwoLayerNet", "build_net", "load_net", "explain", "compile_step",
 ]

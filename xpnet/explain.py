@@ -93,8 +93,7 @@ def activation_layer(net, layer=None):
     names = layer_names(net)
     i = find_layer(net, default_cam_layer(net) if layer is None else layer, "layer")
     nxt = net.layers[i + 1] if i + 1 < len(names) else None
-    return names[i + 1] if isinstance(nxt, (L.Relu, L.LeakyRelu, L.Sigmoid, L.Tanh)) \
-        else names[i]
+    return names[i + 1] if getattr(nxt, "activation", False) else names[i]
 
 
 # ---------------------------------------------------------------- passes

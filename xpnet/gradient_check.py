@@ -22,23 +22,50 @@ class PrecisionWarning(UserWarning):
 def numerical_gradient(f, x, h=1e-4):
     """Central differences of the scalar ``f(x)`` w.r.t. every element of `x`.
 
-    `x` is perturbed in place and restored, one element at a time (by index, so any
-    array library works). Returns an array like `x`, on its device.
+    `f` is called with `x` changed in one element at a time: on a library whose arrays
+    take item assignment (NumPy, CuPy, torch) `x` itself is perturbed in place and
+    restored, as in the book (so `f` may read it through the net); on an immutable one
+    (JAX) `f` gets a new array each time and must use its argument. Elements are reached
+    by index, so any array library works. Returns an array like `x`, on its device.
 
     In float32 the differences carry rounding noise of about 1e-4 relative, so a
     correct backprop looks wrong: check gradients in float64 (``dtype="float64"``)."""
     warn_if_low_precision(x.dtype, stacklevel=3)
     grad = backend.host_zeros(tuple(x.shape))
+    if _writable(x):
+        def at(idx, value):
+            x[idx] = value
+            return x
+    else:
+        host = asnumpy(x).copy()
+        dev, xp = device_of(x), backend.namespace(x)
+
+        def at(idx, value):
+            old = host[idx]
+            host[idx] = value
+            y = to_device(host.copy(), dev)
+            host[idx] = old
+            return xp.astype(y, x.dtype)
     for idx in itertools.product(*(range(n) for n in x.shape)):
         old = float(x[idx])          # a number: an element of a tensor may be a view
-        x[idx] = old + h
-        fxh1 = float(f(x))
-        x[idx] = old - h
-        fxh2 = float(f(x))
-        x[idx] = old
+        fxh1 = float(f(at(idx, old + h)))
+        fxh2 = float(f(at(idx, old - h)))
+        at(idx, old)
         grad[idx] = (fxh1 - fxh2) / (2 * h)
-    g = to_device(grad, device_of(x))
-    return backend.namespace(g).astype(g, x.dtype)
+    # cast on the host: x's device may have no float64 (JAX with x64 off)
+    return to_device(grad.astype(backend.dtype_name(x.dtype)), device_of(x))
+
+
+def _writable(x):
+    """Whether `x` takes item assignment (False for immutable arrays such as JAX's)."""
+    idx = (0,) * x.ndim
+    if 0 in tuple(x.shape):
+        return True
+    try:
+        x[idx] = x[idx]
+    except (TypeError, ValueError, AttributeError, NotImplementedError):
+        return False
+    return True
 
 
 def warn_if_low_precision(dtype, stacklevel=2):
@@ -65,7 +92,7 @@ def directional_check(loss_fn, params, grads, n_dirs=3, h=1e-6, seed=0):
     """Compare analytic gradients with central differences along random directions.
 
     `loss_fn()` returns the scalar loss for the current values of `params`
-    (dict name -> array, modified in place and restored); `grads` holds the
+    (a net's ``params``: entries are rebound to perturbed arrays and restored); `grads` holds the
     analytic gradients. Returns the largest relative error over the directions:
     ``|dL/dd (numeric) - <grad, d>| / max(|..|, |..|)``. Use float64: a small `h`
     keeps the probe off ReLU and max-pool kinks."""
@@ -83,13 +110,13 @@ def directional_check(loss_fn, params, grads, n_dirs=3, h=1e-6, seed=0):
             analytic += float((asnumpy(grads[k]).astype("float64") * d).sum())
         orig = {k: backend.namespace(params[k]).asarray(params[k], copy=True) for k in keys}
         for k in keys:
-            params[k][...] = orig[k] + h * dirs[k]
+            params[k] = orig[k] + h * dirs[k]
         lp = float(loss_fn())
         for k in keys:
-            params[k][...] = orig[k] - h * dirs[k]
+            params[k] = orig[k] - h * dirs[k]
         lm = float(loss_fn())
         for k in keys:
-            params[k][...] = orig[k]
+            params[k] = orig[k]
         numeric = (lp - lm) / (2 * h)
         den = max(abs(numeric), abs(analytic), 1e-12)
         worst = max(worst, abs(numeric - analytic) / den)

@@ -21,7 +21,7 @@ from .validate import fraction, positive_float
 __all__ = [
     "DtypeWarning", "Layer", "Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "SoftmaxWithLoss",
     "IdentityWithLoss", "Convolution", "Pooling", "AvgPooling", "Dropout",
-    "BatchNormalization", "Flatten",
+    "BatchNormalization", "Flatten", "running_stats", "for_class",
 ]
 
 
@@ -38,6 +38,15 @@ def _param_property(key, grad=False):
     return property(get, set)
 
 
+def for_class(table, layer):
+    """The value `table` (class -> value) holds for the nearest class of `layer` in its
+    method resolution order, or None: a subclass gets its parent's entry."""
+    for cls in type(layer).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
 class Layer:
     """Base class. Subclasses set ``params``/``grads`` and may hold ``buffers``
     (non-trained state saved with the parameters, e.g. running statistics).
@@ -48,6 +57,14 @@ class Layer:
     #: True for layers whose CPU work is mostly copies (im2col, pooling): a net holding
     #: one runs its passes in the provider's ``pass_scope(heavy=True)``.
     cpu_threaded = False
+    #: True for elementwise activations (ReLU, sigmoid ...): where `explain` reads how
+    #: strongly a channel fires.
+    activation = False
+    # Export hooks a new layer may define (the built-in layers' translations live in
+    # `xpnet.onnx` and `xpnet.torch_io`, found through the class hierarchy, so a
+    # subclass exports like its parent):
+    #   onnx_nodes(self, graph, index, tag): append the layer's ONNX nodes to `graph`;
+    #   torch_module(self, nn, spatial): the empty ``torch.nn`` module computing the same.
 
     def __init__(self):
         self.params = {}
@@ -134,6 +151,8 @@ class Layer:
 # ------------------------------------------------------------------ activations
 
 class Relu(Layer):
+    activation = True
+
     def forward(self, x, train_flg=False):
         self._check_input(x)
         out, self._c_mask = backend.provider(x).relu_forward(x)
@@ -147,6 +166,7 @@ class Relu(Layer):
 
 class LeakyRelu(Layer):
     """``y = x`` for x > 0, else ``alpha * x``."""
+    activation = True
 
     def __init__(self, alpha=0.01):
         super().__init__()
@@ -167,6 +187,8 @@ class LeakyRelu(Layer):
 
 
 class Sigmoid(Layer):
+    activation = True
+
     def forward(self, x, train_flg=False):
         self._check_input(x)
         self._c_out = out = F.sigmoid(x)
@@ -179,6 +201,8 @@ class Sigmoid(Layer):
 
 
 class Tanh(Layer):
+    activation = True
+
     def forward(self, x, train_flg=False):
         xp = self._check_input(x)
         self._c_out = out = xp.tanh(x)
@@ -442,6 +466,10 @@ class Dropout(Layer):
     `dropout_ratio` and survivors are scaled by ``1/(1-ratio)``, so evaluation is
     the identity (the book scales at test time instead; the expectations agree)."""
 
+    #: ``draw(shape, like)`` giving uniform [0, 1) numbers; None: `backend.uniform`. A
+    #: compiled step sets it, for its trace, to draw from the random key it carries.
+    draw = None
+
     def __init__(self, dropout_ratio=0.5):
         super().__init__()
         self.dropout_ratio = fraction(dropout_ratio, "Dropout: dropout_ratio")
@@ -451,7 +479,7 @@ class Dropout(Layer):
         if not train_flg or self.dropout_ratio == 0.0:
             self._c_mask = None
             return x
-        u = backend.uniform(x.shape, like=x)
+        u = (self.draw or backend.uniform)(x.shape, like=x)
         # The scaled mask doubles as the backward factor.
         keep = xp.astype(u >= self.dropout_ratio, x.dtype)
         self._c_mask = mask = keep * (1.0 / (1.0 - self.dropout_ratio))
@@ -468,6 +496,15 @@ class Dropout(Layer):
 
     def __repr__(self):
         return "Dropout(%g)" % self.dropout_ratio
+
+
+def running_stats(running_mean, running_var, mean, var, count, momentum):
+    """BatchNorm's running statistics after one batch, as new arrays:
+    ``momentum * running + (1 - momentum) * batch``, with the batch variance `var`
+    (biased, over `count` values per feature) made unbiased."""
+    mo = float(momentum)
+    return (running_mean * mo + (1.0 - mo) * mean,
+            running_var * mo + (1.0 - mo) * (count / (count - 1.0)) * var)
 
 
 class BatchNormalization(Layer):
@@ -504,6 +541,13 @@ class BatchNormalization(Layer):
     running_var = property(lambda s: s.buffers["running_var"],
                            lambda s, v: s.buffers.__setitem__("running_var", v))
 
+    def update_running_stats(self, mean, var, count):
+        """Fold one batch's per-feature `mean` and biased `var` (over `count` values per
+        feature) into the running statistics; the buffers are rebound to new arrays."""
+        b = self.buffers
+        b["running_mean"], b["running_var"] = running_stats(
+            b["running_mean"], b["running_var"], mean, var, count, self.momentum)
+
     def _axes(self, x):
         D = self.params["gamma"].shape[0]
         if x.ndim == 2 and x.shape[1] == D:
@@ -529,12 +573,7 @@ class BatchNormalization(Layer):
             var = xp.mean(xc * xc, axis=axes, keepdims=True)
             std = xp.sqrt(var + self.eps)
             xn = xc / std
-            mo = self.momentum
-            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-            rm *= mo
-            rm += (1.0 - mo) * xp.reshape(mu, (-1,))
-            rv *= mo
-            rv += (1.0 - mo) * (m / (m - 1.0)) * xp.reshape(var, (-1,))
+            self.update_running_stats(xp.reshape(mu, (-1,)), xp.reshape(var, (-1,)), m)
             self._c_cache = (xn, std, axes, bshape)
         else:
             mean = xp.reshape(self.buffers["running_mean"], bshape)
@@ -559,3 +598,10 @@ class BatchNormalization(Layer):
 
     def __repr__(self):
         return "BatchNormalization(%d, momentum=%g)" % (self.params["gamma"].shape[0], self.momentum)
+
+
+def __getattr__(name):      # the synchronized BatchNorm, loaded when asked for by name
+    if name == "SyncBatchNormalization":
+        from .sync_batchnorm import SyncBatchNormalization
+        return SyncBatchNormalization
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

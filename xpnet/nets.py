@@ -338,9 +338,18 @@ class Sequential:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrecisionWarning)
             for k in self.params:
-                grads[k] = _numerical_gradient(lambda _: self.loss(x, t, train_flg=True),
-                                              self.params[k], h)
+                orig = self.params[k]
+                grads[k] = _numerical_gradient(lambda w, k=k: self._loss_at(k, w, x, t),
+                                               orig, h)
+                self.params[k] = orig
         return grads
+
+    def _loss_at(self, k, w, x, t):
+        """The training loss with parameter `k` set to `w` (rebound where it is a new
+        array: immutable arrays are perturbed as copies)."""
+        if w is not self.params[k]:
+            self.params[k] = w
+        return self.loss(x, t, train_flg=True)
 
     # -- persistence
     def state_dict(self):
@@ -350,7 +359,7 @@ class Sequential:
         return d
 
     def load_state_dict(self, arrays, strict=True):
-        """Copy arrays into the net (in place, on its device, in its dtype). A shape
+        """Copy arrays into the net (as new arrays on its device, in its dtype). A shape
         mismatch names the first mismatching parameter; so does a value that is not a
         real floating array (int, bool, complex, str, object, structured), a NaN or
         infinity, or a negative BatchNorm running variance. Nothing is copied unless
@@ -374,9 +383,12 @@ class Sequential:
                                  % (k, tuple(a.shape), type(self).__name__, tuple(cur.shape)))
             _check_param_values(k, a)
         for k, cur in want.items():
-            if k in arrays:
+            if k in arrays:    # new arrays, rebound: immutable libraries load too
+                layer, local = self._names.get(k) or self._buffer_names[k]
                 a = to_device(arrays[k], device_of(cur))
-                cur[...] = backend.namespace(a).astype(a, cur.dtype)
+                xp = backend.namespace(a)    # through 1-D: a copy in C order, as kernels want
+                a = xp.reshape(xp.astype(xp.reshape(a, (-1,)), cur.dtype), tuple(cur.shape))
+                (layer.params if k in self._names else layer.buffers)[local] = a
         return self
 
     def save_params(self, file_name, extra_meta=None):

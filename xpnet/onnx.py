@@ -182,11 +182,21 @@ def _dropout(g, layer, i, tag):
     pass   # inference: inverted dropout is the identity
 
 
-# Exact types: a subclass may compute something else, so it is refused, not guessed.
-_TRANSLATE = {L.Convolution: _conv, L.Pooling: _pool, L.AvgPooling: _pool, L.Affine: _affine,
+# Looked up through the class hierarchy (`layers.for_class`): a subclass exports like its
+# parent unless it defines its own ``onnx_nodes``.
+_TRANSLATE = {L.Convolution: _conv, L.Pooling: _pool, L.Affine: _affine,
               L.Flatten: _flatten, L.BatchNormalization: _batchnorm, L.Dropout: _dropout,
               L.Relu: _simple("Relu"), L.Sigmoid: _simple("Sigmoid"), L.Tanh: _simple("Tanh"),
               L.LeakyRelu: _leaky_relu}
+
+
+def _translation(layer):
+    """``emit(graph, layer, index, tag)`` for `layer`: its own ``onnx_nodes`` hook, else
+    the entry for its nearest class in `_TRANSLATE`; None when it has neither."""
+    hook = getattr(type(layer), "onnx_nodes", None)
+    if hook is not None:
+        return lambda g, layer, i, tag: hook(layer, g, i, tag)
+    return L.for_class(_TRANSLATE, layer)
 
 
 def supported_opsets():
@@ -233,15 +243,16 @@ def to_onnx(net, input_shape=None, opset=None, softmax=False, input_normalizatio
     onnx, helper, numpy_helper = _import_onnx()
     opset = _check_opset(opset)
     for i, layer in enumerate(net.layers):
-        if type(layer) not in _TRANSLATE:
+        if _translation(layer) is None:
             raise TypeError("export: layer %s of %s (net.layers[%d]) has no ONNX equivalent; "
                             "exportable layers: %s" % (layer.name, type(net).__name__, i,
                                                         ", ".join(sorted(
-                                                            t.__name__ for t in _TRANSLATE))))
+                                                            t.__name__ for t in _TRANSLATE))
+                                                        + " (and layers with onnx_nodes)"))
     shape = _sample_shape(net, input_shape)
     g = _Graph(helper, numpy_helper, net, shape)
     for i, layer in enumerate(net.layers):
-        _TRANSLATE[type(layer)](g, layer, i, "%d_%s" % (i, layer.name))
+        _translation(layer)(g, layer, i, "%d_%s" % (i, layer.name))
     out_name = "probabilities" if softmax else "logits"
     if softmax:
         g.op("Softmax", "softmax", axis=1)

@@ -1,10 +1,14 @@
-"""Optimizers of the book's chapter 6: ``update(params, grads)`` in place.
+"""Optimizers of the book's chapter 6: ``update(params, grads)``.
 
 Each update rule is written once, as a small function of arrays (`adam_rule`
-...); the kernel provider of the parameter applies it: plain array math on the
-reference path and on NumPy, one fused elementwise kernel per parameter on
-CuPy. State arrays live on the parameters' device and keep their dtype;
-hyper-parameters are Python floats, so they never promote a float32 update.
+...) that returns new arrays; the kernel provider of the parameter applies it
+(`apply_update`): plain array math on the reference path, which never writes into
+an array (so immutable libraries work), in place on NumPy, one fused elementwise
+kernel per parameter on CuPy. The optimizer stores what the provider returns
+through ``params[key] = new``, so ``update(net.params, grads)`` updates the net on
+every library, and in place on NumPy and CuPy as in the book. State arrays live
+on the parameters' device and keep their dtype; hyper-parameters are Python
+floats, so they never promote a float32 update.
 """
 import math
 
@@ -62,8 +66,9 @@ class Optimizer:
         return st
 
     def update(self, params, grads):
-        """Update every array in `params` in place from ``grads[key]`` (keys without a
-        gradient, or with ``None``, are skipped)."""
+        """Update every array in `params` from ``grads[key]`` (keys without a gradient,
+        or with ``None``, are skipped): ``params[key] = new`` (the same array, updated
+        in place, where the provider's kernels are in-place ones)."""
         self.t += 1
         scalars = self._scalars()
         for key, p in params.items():

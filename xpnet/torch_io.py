@@ -57,35 +57,54 @@ def _starts_spatial(net):
     return "input_dim" in getattr(net, "config", {})
 
 
+def _conv(nn, layer, spatial):
+    FN, C, FH, FW = layer.params["W"].shape
+    return nn.Conv2d(C, FN, (FH, FW), stride=tuple(layer.stride), padding=tuple(layer.pad),
+                     bias=layer.params["b"] is not None)
+
+
+def _pool(nn, layer, spatial):
+    k, s, pad = (layer.pool_h, layer.pool_w), tuple(layer.stride), tuple(layer.pad)
+    if layer.mode == "max":
+        return nn.MaxPool2d(k, stride=s, padding=pad)
+    # xpnet's zero padding counts in the divisor
+    return nn.AvgPool2d(k, stride=s, padding=pad, count_include_pad=True)
+
+
+def _linear(nn, layer, spatial):
+    n_in, n_out = layer.params["W"].shape
+    return nn.Linear(n_in, n_out, bias=layer.params["b"] is not None)
+
+
+def _batchnorm(nn, layer, spatial):
+    # xpnet keeps `momentum` of the old value; PyTorch weighs the new one.
+    cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+    return cls(layer.params["gamma"].shape[0], eps=layer.eps, momentum=1.0 - layer.momentum)
+
+
+def _simple(name):
+    return lambda nn, layer, spatial: getattr(nn, name)()
+
+
+# Looked up through the class hierarchy (`layers.for_class`): a subclass converts like
+# its parent unless it defines its own ``torch_module``.
+_MODULES = {L.Convolution: _conv, L.Pooling: _pool, L.Affine: _linear,
+            L.BatchNormalization: _batchnorm,
+            L.Dropout: lambda nn, layer, spatial: nn.Dropout(layer.dropout_ratio),
+            L.LeakyRelu: lambda nn, layer, spatial: nn.LeakyReLU(layer.alpha),
+            L.Relu: _simple("ReLU"), L.Sigmoid: _simple("Sigmoid"), L.Tanh: _simple("Tanh"),
+            L.Flatten: _simple("Flatten")}
+
+
 def _module_for(nn, layer, spatial):
-    """The empty ``torch.nn`` module for one xpnet layer (weights are copied later);
-    None for a layer type without an equivalent. Exact types: a subclass may compute
-    something else, so it is refused rather than guessed."""
-    kind = type(layer)
-    p = layer.params
-    if kind is L.Convolution:
-        FN, C, FH, FW = p["W"].shape
-        return nn.Conv2d(C, FN, (FH, FW), stride=tuple(layer.stride), padding=tuple(layer.pad),
-                         bias=p["b"] is not None)
-    if kind in (L.Pooling, L.AvgPooling):
-        k, s, pad = (layer.pool_h, layer.pool_w), tuple(layer.stride), tuple(layer.pad)
-        if layer.mode == "max":
-            return nn.MaxPool2d(k, stride=s, padding=pad)
-        # xpnet's zero padding counts in the divisor
-        return nn.AvgPool2d(k, stride=s, padding=pad, count_include_pad=True)
-    if kind is L.Affine:
-        n_in, n_out = p["W"].shape
-        return nn.Linear(n_in, n_out, bias=p["b"] is not None)
-    if kind is L.BatchNormalization:
-        # xpnet keeps `momentum` of the old value; PyTorch weighs the new one.
-        cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
-        return cls(p["gamma"].shape[0], eps=layer.eps, momentum=1.0 - layer.momentum)
-    if kind is L.Dropout:
-        return nn.Dropout(layer.dropout_ratio)
-    if kind is L.LeakyRelu:
-        return nn.LeakyReLU(layer.alpha)
-    simple = {L.Relu: nn.ReLU, L.Sigmoid: nn.Sigmoid, L.Tanh: nn.Tanh, L.Flatten: nn.Flatten}
-    return simple[kind]() if kind in simple else None
+    """The empty ``torch.nn`` module for one xpnet layer (weights are copied later): the
+    layer's own ``torch_module`` hook, else the entry for its nearest class in `_MODULES`;
+    None for a layer without an equivalent."""
+    hook = getattr(type(layer), "torch_module", None)
+    if hook is not None:
+        return hook(layer, nn, spatial)
+    make = L.for_class(_MODULES, layer)
+    return None if make is None else make(nn, layer, spatial)
 
 
 def _torch_arrays(layer, m):
@@ -168,11 +187,11 @@ def from_torch(module, net, torch=None):
     for kind in (net._names, net._buffer_names):
         for name, (layer, key) in kind.items():
             names[(id(layer), key)] = name
-    for i, layer in enumerate(net.layers):   # a subclass's weights would be left behind
-        if (layer.params or layer.buffers) and type(layer) not in _TORCH_KIND:
+    for i, layer in enumerate(net.layers):   # weights no module here can take
+        if (layer.params or layer.buffers) and L.for_class(_TORCH_KIND, layer) is None:
             raise ValueError("from_torch: layer %s of %s has no PyTorch equivalent here "
                              "(net.layers[%d])" % (layer.name, type(net).__name__, i))
-    ours = [(i, l) for i, l in enumerate(net.layers) if type(l) in _TORCH_KIND]
+    ours = [(i, l) for i, l in enumerate(net.layers) if L.for_class(_TORCH_KIND, l)]
     theirs = [(n, m) for n, m in module.named_modules()
               if isinstance(m, (nn.Linear, nn.Conv2d) + _batchnorms(nn))]
     if len(ours) != len(theirs):
@@ -184,7 +203,7 @@ def from_torch(module, net, torch=None):
         where = "from_torch: layer %d (%s) of %s and module %r (%s)" % (
             i, layer.name, type(net).__name__, mname, type(m).__name__)
         if not _matches(layer, m, nn):
-            raise ValueError("%s: expected a %s" % (where, _TORCH_KIND[type(layer)]))
+            raise ValueError("%s: expected a %s" % (where, L.for_class(_TORCH_KIND, layer)))
         if isinstance(layer, L.Convolution) and (tuple(m.stride) != tuple(layer.stride) or
                                                  tuple(m.padding) != tuple(layer.pad)):
             raise ValueError("%s: stride/padding %s/%s differ from xpnet's %s/%s"

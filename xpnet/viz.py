@@ -68,7 +68,9 @@ def _smooth(v, k):
 
 def plot_history(history=None, path=None, title=None, *, train_loss=None, train_acc=None,
                  test_acc=None):
-    """Loss per step (raw and smoothed) and train/test accuracy per epoch.
+    """Loss per step (raw and smoothed) and train/test accuracy per epoch; with a
+    Trainer's history also the learning rate per step (right axis) and the validation
+    accuracy and best epoch.
 
     `history` is a Trainer's history dict (or the Trainer itself); the book's
     lists can be given instead as ``train_loss=``, ``train_acc=``, ``test_acc=``."""
@@ -95,6 +97,12 @@ def plot_history(history=None, path=None, title=None, *, train_loss=None, train_
         if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
             ax1.set_yscale("log")
         ax1.legend()
+    lrs = h.get("lr") or []
+    if train_loss is None and lrs and len(set(lrs)) > 1:   # a schedule: show it
+        ax3 = ax1.twinx()
+        ax3.plot(np.arange(1, len(lrs) + 1), lrs, color="tab:orange", lw=1.0)
+        ax3.set_ylabel("learning rate", color="tab:orange")
+        fig.subplots_adjust(wspace=0.4)     # room for the right axis between the panels
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss")
     ax1.grid(alpha=0.3)
@@ -103,6 +111,11 @@ def plot_history(history=None, path=None, title=None, *, train_loss=None, train_
         ax2.plot(epochs_tr, tr, "o-", label="train")
     if te:
         ax2.plot(np.arange(1, len(te) + 1), te, "s--", label="test")
+    va = h.get("val_acc") or []
+    if va and train_acc is None:
+        ax2.plot(np.arange(1, len(va) + 1), va, "^:", label="validation")
+        if h.get("best_epoch"):
+            ax2.axvline(h["best_epoch"], color="gray", lw=0.8, ls="--", label="best epoch")
     if tr or te:
         ax2.legend(loc="lower right")
     from matplotlib.ticker import MaxNLocator

@@ -68,7 +68,7 @@ def kind_of(x):
     ``'array_api_strict'``, ``'jax'`` ...); anything that is not an array, such as a list,
     counts as host data: ``'numpy'``."""
     b = backend_of(x)
-    return b.name if b is not None else "numpy"
+    return (b or _devices.CPU.backend).name
 
 
 def is_array(x):
@@ -169,7 +169,7 @@ def synchronize(where=None):
     if isinstance(where, Device):
         where.backend.synchronize(where)
     elif is_array(where):
-        backend_of(where).synchronize(device_of(where))
+        backend_of(where).synchronize(device_of(where), where)
     else:
         mod = getattr(where, "__name__", None)
         for b in _devices.registered():
@@ -180,9 +180,9 @@ def synchronize(where=None):
 def dtype_name(dtype):
     """``'float32'``, ``'int64'`` ... for a dtype of any library."""
     name = getattr(dtype, "name", None)
-    if isinstance(name, str) and not name.startswith("torch"):
+    if isinstance(name, str) and "." not in name:
         return name
-    return str(dtype).rsplit(".", 1)[-1]
+    return str(dtype).rsplit(".", 1)[-1]          # 'torch.float32', 'array_api_strict.int64'
 
 
 def is_floating(x):

@@ -8,6 +8,7 @@ docs/architecture.md, "Adding a backend".
 """
 import contextlib
 import importlib
+import importlib.util
 import re
 import threading
 
@@ -16,6 +17,7 @@ import numpy
 
 from . import rng as _rng
 from .devices import Device, DeviceError
+from .reference import REFERENCE
 
 __all__ = ["Backend", "GenericBackend", "RefusedBackend", "ALL_DTYPES"]
 
@@ -40,6 +42,7 @@ class Backend:
     float64 = True         # has float64 at all (see `dtypes` for one device)
     auto = 0               # rank for ``auto`` (0: never chosen by it)
     kernels = None         # fast kernel provider class (None: the reference kernels)
+    nccl = False           # its device arrays can be all-reduced by NCCL (distributed)
 
     def __init__(self):
         self._module = None
@@ -72,12 +75,24 @@ class Backend:
         return self._module
 
     def available(self):
-        """``(True, '')`` when the library and a device of it can be used."""
-        try:
-            self.load()
-        except DeviceError as e:
-            return False, str(e)
+        """``(True, '')`` when the library can be used, else ``(False, why)``. Without
+        importing it when it wasn't yet: is it installed? (GPU classes also probe the
+        hardware.)"""
+        if self._module is None and (self._error is not None
+                                     or importlib.util.find_spec(self.module) is None):
+            try:
+                self.load()
+            except DeviceError as e:
+                return False, str(e)
         return True, ""
+
+    def test_cases(self):
+        """``[(id, device name)]``: the cases of the test suite's `backend` fixture for this
+        library (its default device, and its reference kernels when it has fast ones)."""
+        cases = [(self.name.replace("_", "-"), self.kind)]
+        if self.kernels is not None:
+            cases.append((self.name.replace("_", "-") + "-reference", self.kind + "-reference"))
+        return cases
 
     # ------------------------------------------------------------ arrays
 
@@ -116,8 +131,9 @@ class Backend:
         """The `Device` named by `spec`, given the part after the first ``:`` (`rest`,
         lower case): ``''``, ``'N'``, ``'type'`` or ``'type:N'``."""
         where, _, num = rest.partition(":")
-        if where and where not in self.types and not num:
-            where, num = "", where              # 'N' (anything else: not an integer)
+        if where and where not in self.types and not num and (
+                where.isdigit() or len(self.types) == 1):
+            where, num = "", where              # 'N' (a one-type library: else not an integer)
         if where and where not in self.types:
             raise DeviceError("unknown %s device %r; use %s" % (self.name, spec, self.help))
         return self.indexed(spec, where or self.types[0], num, reference)
@@ -172,6 +188,15 @@ class Backend:
                               % (local_rank, self.kind, local_rank, self.name, n, dev.type))
         return Device(self.kind, local_rank, dev.reference, type=dev.type)
 
+    def hardware_name(self, dev):
+        """The accelerator's name ('NVIDIA H100 ...') for reports, or None on the host."""
+        return None
+
+    def torch_place(self, dev):
+        """Where PyTorch would run the same work: ``'cpu'``, ``'cuda:N'``, ``'mps'`` (the
+        benchmark's PyTorch twin)."""
+        return "cpu" if dev.type == "cpu" else "%s:%d" % (dev.type, dev.id)
+
     def scope(self, dev):
         """A context in which the library's own default device is `dev`."""
         return contextlib.nullcontext()
@@ -186,8 +211,9 @@ class Backend:
         """Host NumPy array `host` as an array on `dev`."""
         return self.namespace().asarray(host, device=self.native(dev))
 
-    def synchronize(self, dev=None):
-        """Wait for queued work on `dev` (None: every device of the library)."""
+    def synchronize(self, dev=None, x=None):
+        """Wait for queued work on `dev` (None: every device of the library), or until
+        array `x` is computed."""
 
     # ------------------------------------------------------------ random numbers
 
@@ -203,12 +229,15 @@ class Backend:
 
     def provider(self, dev):
         """The kernel provider (an instance) for arrays on `dev`."""
-        from .reference import REFERENCE
-        if dev.reference or self.kernels is None:
+        if dev.reference:
             return REFERENCE
-        if self._kernels is None:
-            self._kernels = self.kernels(self)
-        return self._kernels
+        k = self._kernels                 # asked on every layer call
+        if k is None:
+            cls = self.kernels
+            if cls is None:
+                return REFERENCE
+            k = self._kernels = cls(self)
+        return k
 
 
 class GenericBackend(Backend):

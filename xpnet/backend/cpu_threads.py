@@ -1,11 +1,18 @@
-"""CPU threads for xpnet's layers: a batch split over threads, BLAS held at one.
+"""CPU threads for xpnet's layers: one policy, a batch split over threads, BLAS held at one.
 
 What it is for. On the CPU the heavy layers (convolution, pooling, affine) cut their
-batch into one slice per thread and run the slices at once; NumPy releases the GIL in
-its copies, ufuncs and BLAS calls, so the threads really run in parallel. While they
-do, BLAS is held to one thread: two levels of threading on the same cores would
-fight, and BLAS alone leaves the im2col copies, pooling and transposes (half the time
-of a convolution) on one core.
+batch into one slice per thread and run the slices at once (`cpu_pool`); NumPy
+releases the GIL in its copies, ufuncs and BLAS calls, so the threads really run in
+parallel. While a net's pass runs, BLAS is held to one thread: two levels of threading
+on the same cores fight, and BLAS's worker threads spin between the small GEMMs of a
+pass (the book's chapter 5 MLP loop took 82-93 s with OpenBLAS threading on a loaded
+2-core machine, 5.4 s held at one).
+
+`policy()` is the one object that says how CPU work runs now: `ThreadPolicy(threads,
+hold_blas)`. A net's pass enters ``policy().hold()``; kernels ask one question,
+`blas_single_threaded()` (does a BLAS call now run on the calling thread alone?), and
+split their GEMMs over xpnet's threads when it does, else leave the threading to BLAS.
+Nothing else changes how a kernel behaves.
 
 BLAS is found, and its thread count read and set, through threadpoolctl (what
 scikit-learn uses; it knows OpenBLAS, MKL, BLIS, FlexiBLAS). Every BLAS library it
@@ -13,18 +20,20 @@ reports is held, NumPy's first; OpenMP runtimes are left alone.
 
 The thread count comes from ``XPNET_NUM_THREADS``, else from NumPy's BLAS's own count
 (``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or the core count) capped by the cores,
-and can be changed with `set_num_threads`. ``XPNET_NUM_THREADS`` above 4 threads per
-usable core is capped there, with one warning. With one thread, or no BLAS whose count
-threadpoolctl can set (then `info()` says why), everything runs serially, as before.
+and can be changed with `set_num_threads`. Both follow one rule: a count above 4
+threads per usable core is capped there, with a warning. With one thread xpnet
+leaves all threading to BLAS, as plain NumPy code does; with no BLAS whose count
+threadpoolctl can set (then `info()` says why), everything runs serially.
 Results do not depend on timing, only on the thread count: slices are fixed ranges
 and their partial sums are added in a fixed order.
 
 What it must never do: leave BLAS at a count other than the one it found (every hold
 restores it, after errors and in a forked child too); scan the loaded libraries on
 each hold (a hold is entered a few times per training step: they are looked for
-once); let a slice's error or Ctrl-C out before every slice has stopped writing.
+once).
 """
 import contextlib
+import dataclasses
 import os
 import threading
 import warnings
@@ -37,13 +46,12 @@ except ImportError as e:    # a dependency, but an old install should still impo
     threadpoolctl = None
     _NO_THREADPOOLCTL = "threadpoolctl is not installed (%s): pip install threadpoolctl" % e
 
-__all__ = ["get_num_threads", "set_num_threads", "info", "plan", "run", "split",
-           "blas_single_threaded", "blas_held",
-           "blas_is_single_threaded", "blas_threads_preferred", "blas_threads_preferred_here"]
+__all__ = ["ThreadPolicy", "policy", "blas_single_threaded", "get_num_threads",
+           "set_num_threads", "info", "plan", "run", "split"]
 
 _lock = threading.Lock()
-_local = threading.local()
-_state = {"threads": None, "idle": [], "made": 0, "min_work": None}
+_local = threading.local()      # per calling thread: its part of a hold (per-thread BLAS)
+_state = {"threads": None}
 # libs: threadpoolctl's controllers of the BLAS libraries, NumPy's first. "shared"
 # ones have one count for the process, "per_thread" ones (MKL, OpenMP-threaded
 # OpenBLAS) one per calling thread.
@@ -166,42 +174,30 @@ class _SingleThreadedBlas:
 _HOLD = _SingleThreadedBlas()
 
 
-def blas_single_threaded(active=True):
-    """Context manager for a stretch of xpnet CPU work (a convnet's forward or
-    backward): with xpnet's threads on, BLAS stays at one thread all through it,
-    not just inside each parallel layer, because BLAS worker threads woken by one
-    GEMM keep spinning on the cores for a while and slow the next layer's threads.
-    Inside, GEMM layers split their batch over xpnet's threads instead."""
-    if active and get_num_threads() > 1:
-        return _HOLD
-    return contextlib.nullcontext()
+@dataclasses.dataclass(frozen=True)
+class ThreadPolicy:
+    """How CPU work runs: `threads` slices at once (1: serial), and, with `hold_blas`,
+    BLAS at one thread while a pass runs. Immutable; `policy()` gives the current one."""
+
+    threads: int
+    hold_blas: bool
+
+    def hold(self):
+        """Context manager for a stretch of xpnet CPU work (a net's forward or backward):
+        BLAS stays at one thread all through it, not just inside each threaded layer,
+        because BLAS workers woken by one GEMM keep spinning on the cores for a while
+        and slow what follows. Re-entrant, across threads too."""
+        return _HOLD if self.hold_blas else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def blas_threads_preferred():
-    """Context manager for a stretch of GEMM-only work (an MLP's pass): xpnet's GEMM
-    layers call BLAS once and let it thread, instead of splitting the batch over
-    xpnet's threads with BLAS held at one (what they do elsewhere, e.g. in a loop over
-    a convnet's layers). Per calling thread."""
-    prev = getattr(_local, "blas_preferred", False)
-    _local.blas_preferred = True
-    try:
-        yield
-    finally:
-        _local.blas_preferred = prev
+def policy():
+    """The current `ThreadPolicy`: xpnet's thread count, and BLAS held at one thread
+    whenever xpnet threads (more than one thread)."""
+    n = get_num_threads()
+    return ThreadPolicy(n, n > 1)
 
 
-def blas_threads_preferred_here():
-    """True inside `blas_threads_preferred` (in this thread) and no hold is active."""
-    return getattr(_local, "blas_preferred", False) and _blas_hold["count"] == 0
-
-
-def blas_held():
-    """True while some thread holds BLAS at one thread (see `blas_single_threaded`)."""
-    return _blas_hold["count"] > 0
-
-
-def blas_is_single_threaded():
+def blas_single_threaded():
     """True when a BLAS call now runs on the calling thread alone (held, or BLAS set to
     one thread); False when BLAS may thread it, or its count is unknown."""
     if not _find_blas():
@@ -222,7 +218,35 @@ def _blas_threads():
     return own.get_num_threads()
 
 
+
 # ---------------------------------------------------------------- thread count
+
+_THREADS_PER_CORE = 4       # the most threads xpnet uses per usable core
+_env_capped = []            # a capped XPNET_NUM_THREADS was warned about (once per process)
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _capped(n, what, once=None):
+    """`n` threads, capped at `_THREADS_PER_CORE` per usable core with a warning (the
+    one rule for XPNET_NUM_THREADS and set_num_threads): a typo or a cluster's setting
+    of thousands of threads helps nobody."""
+    cap = _THREADS_PER_CORE * _usable_cores()
+    if n <= cap:
+        return n
+    if once is None or not once:
+        if once is not None:
+            once.append(n)
+        warnings.warn("%s is more than %d threads per CPU core this process may use "
+                      "(%d cores); using %d" % (what, _THREADS_PER_CORE, _usable_cores(), cap),
+                      UserWarning, stacklevel=4)
+    return cap
+
 
 def _default_threads():
     env = os.environ.get("XPNET_NUM_THREADS", "").strip()
@@ -233,30 +257,10 @@ def _default_threads():
             raise ValueError("XPNET_NUM_THREADS must be a positive integer, got %r" % env) from None
         if n < 1:
             raise ValueError("XPNET_NUM_THREADS must be a positive integer, got %r" % env)
-        cap = _ENV_THREADS_PER_CORE * _usable_cores()
-        if n > cap:     # a typo or a cluster's setting: thousands of threads help nobody
-            if not _env_capped:
-                _env_capped.append(n)
-                warnings.warn("XPNET_NUM_THREADS=%d is more than %d threads per CPU core this "
-                              "process may use (%d cores); using %d"
-                              % (n, _ENV_THREADS_PER_CORE, _usable_cores(), cap),
-                              UserWarning, stacklevel=3)
-            n = cap
-        return n
+        return _capped(n, "XPNET_NUM_THREADS=%d" % n, _env_capped)
     if not _find_blas():
         return 1
     return max(1, min(int(_blas_threads()), _usable_cores()))
-
-
-_ENV_THREADS_PER_CORE = 4   # XPNET_NUM_THREADS is capped at this many per usable core
-_env_capped = []            # a capped value was warned about (once per process)
-
-
-def _usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def get_num_threads():
@@ -269,11 +273,12 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Set how many threads the CPU layers use (an int >= 1; 1 leaves all threading
-    to BLAS, as plain NumPy code does); returns the previous count."""
+    to BLAS, as plain NumPy code does; more than 4 per usable core is capped there, with
+    a warning, as for XPNET_NUM_THREADS); returns the previous count."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError("set_num_threads: expected an int >= 1, got %r" % (n,))
     prev = get_num_threads()
-    _state["threads"] = n
+    _state["threads"] = _capped(n, "set_num_threads(%d)" % n)
     return prev
 
 
@@ -287,84 +292,12 @@ def info():
             "disabled_because": "" if ok else _blas["reason"]}
 
 
-class _Worker:
-    """One pool thread with a two-lock mailbox: the cheapest hand-off Python has
-    (a ThreadPoolExecutor's queue and futures cost about twice the wake-up)."""
-
-    def __init__(self, n):
-        self.go = threading.Lock()
-        self.done = threading.Lock()
-        self.go.acquire()
-        self.done.acquire()
-        self.task = self.result = self.error = None
-        self.released = False     # True from start() until wait() has collected the slice
-        self.thread = threading.Thread(target=self._loop, name="xpnet-cpu-%d" % n, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        _local.worker = True
-        # A worker runs only slices, all inside a hold: a per-thread count it sets
-        # stays for good and ends with the thread.
-        _lower(_blas["per_thread"])
-        while True:
-            self.go.acquire()
-            fn, args = self.task
-            try:
-                self.result, self.error = fn(*args), None
-            except BaseException as e:
-                self.result, self.error = None, e
-            self.task = None
-            self.done.release()
-
-    def start(self, fn, *args):
-        self.task = (fn, args)
-        self.go.release()
-        self.released = True
-
-    def wait(self):
-        """The slice's result (or its exception, returned as ``(None, exc)``); waits
-        for the slice to finish even through Ctrl-C, so no thread writes into the
-        layer's buffers after the interrupt is raised."""
-        interrupted = None
-        while True:
-            try:
-                self.done.acquire()
-                break
-            except KeyboardInterrupt as e:
-                interrupted = e
-        result, error = self.result, self.error
-        self.result = self.error = None
-        self.released = False
-        return result, interrupted or error
-
-
-def _take_workers(k):
-    """Up to `k` idle workers, started as needed (fewer if other threads hold them)."""
-    with _lock:
-        idle = _state["idle"]
-        while len(idle) < k and _state["made"] < _MAX_WORKERS:
-            _state["made"] += 1
-            idle.append(_Worker(_state["made"]))
-        got, _state["idle"] = idle[:k], idle[k:]
-    return got
-
-
-def _give_back(workers):
-    with _lock:
-        _state["idle"].extend(workers)
-
-
-_MAX_WORKERS = 255
-
-
 def _after_fork_in_child():
-    # Only the forking thread lives on: the workers and the other threads' holds are
-    # gone, and a lock another thread held would stay locked. The child starts with
-    # BLAS's counts as the holds found them, unheld.
+    # Only the forking thread lives on: the other threads' holds are gone, and a lock
+    # another thread held would stay locked. The child starts with BLAS's counts as
+    # the holds found them, unheld.
     global _lock
     _lock = threading.Lock()
-    _state["idle"] = []
-    _state["made"] = 0
     if _blas_hold["count"]:
         _restore(_blas_hold["saved"] or ())
     if getattr(_local, "depth", 0):
@@ -376,69 +309,4 @@ def _after_fork_in_child():
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-
-# ---------------------------------------------------------------- running
-
-def split(n, parts):
-    """``parts`` contiguous ``(start, stop)`` ranges covering ``range(n)``, sizes
-    differing by at most one."""
-    q, r = divmod(n, parts)
-    out, a = [], 0
-    for i in range(parts):
-        b = a + q + (i < r)
-        out.append((a, b))
-        a = b
-    return out
-
-
-def plan(n, work=None, min_work=1 << 16, xp=None):
-    """Slices of ``range(n)`` to run at once: one per thread, fewer when `work`
-    (e.g. FLOPs) would give a slice less than `min_work` (a thread hand-off costs
-    tens of microseconds), one when threading is off, we already run in a worker,
-    or `xp` is not NumPy (a GPU needs no CPU threads)."""
-    if xp is not None and xp.__name__ != "numpy":
-        return [(0, n)]
-    parts = min(get_num_threads(), n)
-    if _state["min_work"] is not None:      # tests: split even tiny arrays
-        min_work = _state["min_work"]
-    if work is not None:
-        parts = min(parts, max(1, int(work) // max(1, int(min_work))))
-    if parts <= 1 or getattr(_local, "worker", False):
-        return [(0, n)]
-    return split(n, parts)
-
-
-def run(ranges, fn):
-    """``[fn(i, start, stop) for i, (start, stop) in enumerate(ranges)]``, the slices
-    at once on the pool's threads and the caller's, BLAS held to one thread
-    meanwhile. A single slice runs in the caller with BLAS untouched. Every slice
-    finishes before the first error, if any, is raised."""
-    if len(ranges) <= 1 or getattr(_local, "worker", False):
-        return [fn(i, a, b) for i, (a, b) in enumerate(ranges)]
-    with _HOLD:
-        workers = _take_workers(len(ranges) - 1)
-        started, done, err = [], [], None
-        try:
-            for w, (i, (a, b)) in zip(workers, enumerate(ranges[1:], 1)):
-                started.append(w)
-                w.start(fn, i, a, b)
-            results = [fn(0, *ranges[0])]
-            # slices with no free worker (other threads hold them) run here too
-            for i in range(len(workers) + 1, len(ranges)):
-                results.append(fn(i, *ranges[i]))
-        except BaseException as e:
-            err = e
-        finally:
-            back = [w for w in workers if w not in started]
-            for w in started:
-                if w.released:
-                    r, e = w.wait()
-                    done.append(r)
-                    err = err or e
-                    back.append(w)
-                # else Ctrl-C came inside start(): that worker is left out of the pool
-            _give_back(back)
-        if err is not None:
-            raise err
-        results[1:1] = done
-    return results
+from .cpu_pool import plan, run, split  # noqa: E402  (the pool uses the hold above)

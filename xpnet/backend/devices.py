@@ -52,9 +52,13 @@ def unregister(name):
     return inst
 
 
+_kinds = {}
+
+
 def _changed():
     global DEVICE_HELP
     DEVICE_HELP = device_help()
+    _kinds.clear()
     for clear in _on_change:
         clear()
 
@@ -74,8 +78,12 @@ def backend_named(name):
 
 
 def _by_kind(kind):
+    b = _kinds.get(kind)              # asked for every Device made (device_of: every layer call)
+    if b is not None:
+        return b
     for b in registered():
         if kind == b.kind or kind == b.name:
+            _kinds[kind] = b
             return b
     if kind in _generic:
         return _generic[kind]

@@ -2,8 +2,9 @@
 
 Devices ``jax`` (JAX's default platform), ``jax:cpu``, ``jax:gpu[:N]``,
 ``jax:tpu[:N]``. JAX arrays can't be written in place, so they run on the reference
-kernels, which never write (`reference`), and optimizers store what `apply_update`
-returns. Dropout masks come from JAX keys split from one key per device.
+kernels, which never write (`reference`), each compiled with ``jax.jit``
+(`JaxKernels`; ``jax-reference`` runs them uncompiled), and optimizers store what
+`apply_update` returns. Dropout masks come from JAX keys split from one key per device.
 
 float64: JAX keeps 64-bit types off unless ``jax_enable_x64`` is set, and then turns
 float64 data into float32 without an error. xpnet doesn't flip that process-wide
@@ -12,14 +13,75 @@ raises a DeviceError saying to set ``JAX_ENABLE_X64=1`` (or to call
 ``jax.config.update('jax_enable_x64', True)`` before any JAX array is made), or to
 use float32, which trains the same.
 """
+import inspect
+
 import array_api_compat
 import numpy
 
 from . import rng as _rng
 from .base import ALL_DTYPES, Backend
 from .devices import Device, current_device, register
+from .reference import ReferenceKernels
 
-__all__ = ["JaxBackend"]
+__all__ = ["JaxBackend", "JaxKernels"]
+
+# kernel -> (how many leading arguments it takes, which of them are static: shapes,
+# window sizes, strides, flags); a trailing `workspace` is dropped
+_KERNELS = {
+    "relu_forward": (1, ()), "relu_backward": (2, ()),
+    "affine_forward": (3, ()), "affine_backward": (4, (3,)),
+    "im2col": (6, (1, 2, 3, 4, 5)), "col2im": (6, (1, 2, 3, 4, 5)),
+    "conv2d_forward": (5, (3, 4)), "conv2d_backward": (7, (3, 4, 5, 6)),
+    "max_pool_forward": (5, (1, 2, 3, 4)), "max_pool_backward": (7, (2, 3, 4, 5, 6)),
+    "avg_pool_forward": (5, (1, 2, 3, 4)), "avg_pool_backward": (6, (1, 2, 3, 4, 5)),
+}
+
+
+class JaxKernels(ReferenceKernels):
+    """The reference kernels, each compiled with ``jax.jit`` (once per shape): eager JAX
+    pays a dispatch per array operation, a compiled kernel one per call. Same results
+    as the reference (it is the reference's code); inside a jitted training step
+    (`xpnet.compile_step`) they are simply inlined."""
+
+    NAME = "jax"
+
+    def __init__(self, backend):
+        super().__init__(backend)
+        jax = backend.load()
+        for name, (n_args, static) in _KERNELS.items():
+            setattr(self, name, _compiled(jax, getattr(ReferenceKernels, name).__get__(self),
+                                          n_args, static))
+        self._rules = {}
+
+    def apply_update(self, rule, p, g, state, scalars):
+        """The rule compiled once per (rule, number of state arrays); the scalars are
+        traced, so a changing learning rate or bias correction doesn't recompile."""
+        key = (rule, len(state))
+        step = self._rules.get(key)
+        if step is None:
+            xp = self.backend.namespace()
+
+            def run(p, g, st, sc):
+                new = rule(xp, p, g, *st, *sc)
+                return new[0], tuple(new[1:])
+            step = self._rules[key] = self.backend.load().jit(run)
+        new_p, new_state = step(p, g, tuple(state.values()), tuple(float(s) for s in scalars))
+        for k, v in zip(list(state), new_state):
+            state[k] = v
+        return new_p
+
+
+def _compiled(jax, method, n_args, static):
+    fn = jax.jit(method, static_argnums=static)
+    sig = inspect.signature(method)
+
+    def call(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return fn(*list(bound.arguments.values())[:n_args])
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
 
 
 @register
@@ -34,9 +96,13 @@ class JaxBackend(Backend):
     modules = ("jax", "jaxlib")
     types = ("cpu", "gpu", "tpu")
     mutable = False
+    kernels = JaxKernels
 
     def owns(self, x):
         return array_api_compat.is_jax_array(x)
+
+    def test_cases(self):
+        return []       # eager JAX is too slow for every test: tests/test_jax_backend.py
 
     def namespace(self):
         return self.load().numpy
@@ -74,6 +140,10 @@ class JaxBackend(Backend):
     def native(self, dev):
         return self.load().devices(dev.type)[dev.id]
 
+    def torch_place(self, dev):
+        return "cpu" if dev.type == "cpu" else "%s:%d" % ({"gpu": "cuda"}.get(dev.type, dev.type),
+                                                          dev.id)
+
     def x64(self):
         """True when JAX's 64-bit types are on (``jax_enable_x64``)."""
         return bool(self.load().config.jax_enable_x64)
@@ -92,6 +162,10 @@ class JaxBackend(Backend):
 
     def from_host(self, host, dev):
         return self.load().device_put(host, self.native(dev))
+
+    def synchronize(self, dev=None, x=None):
+        if x is not None:           # JAX dispatches asynchronously: wait for this result
+            x.block_until_ready()
 
     def uniform(self, shape, like, dev):
         jax = self.load()

@@ -6,6 +6,7 @@
 import array_api_compat
 import numpy
 
+from . import devices as _devices
 from . import rng as _rng
 from .base import Backend
 from .devices import Device, DeviceError, register
@@ -44,7 +45,7 @@ class NumpyBackend(Backend):
         return ns
 
     def device_of(self, x):
-        return Device("cpu")
+        return _devices.CPU
 
     def same_place(self, x, dev):
         return True
@@ -57,6 +58,9 @@ class NumpyBackend(Backend):
 
     def device_name(self, dev):
         return "numpy-reference" if dev.reference else "cpu"
+
+    def test_cases(self):
+        return [("numpy", "cpu"), ("numpy-reference", "numpy-reference")]
 
     def native(self, dev):
         return "cpu"
@@ -76,7 +80,11 @@ class NumpyBackend(Backend):
 @register
 class CupyBackend(Backend):
     """CuPy on CUDA GPUs: `cuda_kernels.CudaKernels`, which takes its module from `load`,
-    so a subclass can run them on another CuPy-like module (tests' CPU stand-in)."""
+    so a subclass can run them on another CuPy-like module (tests' CPU stand-in). Such a
+    subclass sets its own ``name`` and ``kind`` (its device names become ``KIND:N`` and
+    ``NAME-reference:N``), ``heads = ()`` and ``auto = 0`` (so ``gpu``, ``cupy`` and
+    ``auto`` still mean real CuPy), and overrides ``_import`` (its module), ``available``
+    (no driver to probe) and ``owns`` (its array type)."""
 
     name = "cupy"
     kind = "gpu"
@@ -88,6 +96,7 @@ class CupyBackend(Backend):
     modules = ("cupy",)
     types = ("cuda",)
     auto = 1
+    nccl = True
 
     def __init__(self):
         super().__init__()
@@ -134,13 +143,21 @@ class CupyBackend(Backend):
         return x.device.id == dev.id
 
     def device_name(self, dev):
-        return ("cupy-reference:%d" if dev.reference else "gpu:%d") % dev.id
+        return ("%s-reference:%d" % (self.name, dev.id) if dev.reference
+                else "%s:%d" % (self.kind, dev.id))
 
     def native(self, dev):
         return self.load().cuda.Device(dev.id)
 
     def scope(self, dev):
         return self.load().cuda.Device(dev.id)
+
+    def hardware_name(self, dev):
+        name = self.load().cuda.runtime.getDeviceProperties(dev.id).get("name", b"")
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def torch_place(self, dev):
+        return "cuda:%d" % dev.id
 
     def namespace(self):
         import array_api_compat.cupy as ns
@@ -154,7 +171,7 @@ class CupyBackend(Backend):
         with cp.cuda.Device(dev.id):
             return cp.asarray(host)
 
-    def synchronize(self, dev=None):
+    def synchronize(self, dev=None, x=None):
         cp = self.loaded()
         if cp is not None and self.available()[0]:
             cp.cuda.get_current_stream().synchronize()
@@ -186,6 +203,9 @@ class TorchBackend(Backend):
 
     def owns(self, x):
         return array_api_compat.is_torch_array(x)
+
+    def test_cases(self):
+        return [("torch-cpu", "torch:cpu")]
 
     def place(self, type, id):
         type, id = super().place(type, id)
@@ -227,6 +247,14 @@ class TorchBackend(Backend):
     def dtypes(self, dev):
         return tuple(d for d in super().dtypes(dev) if dev.type != "mps" or d != "float64")
 
+    def hardware_name(self, dev):
+        if dev.type == "cuda":
+            return self.load().cuda.get_device_name(dev.id)
+        return "Apple MPS" if dev.type == "mps" else None
+
+    def torch_place(self, dev):
+        return str(self.native(dev))
+
     def no_float64(self, dev):
         return "PyTorch's MPS backend has no float64"
 
@@ -236,7 +264,7 @@ class TorchBackend(Backend):
     def from_host(self, host, dev):
         return self.load().as_tensor(host, device=self.native(dev))
 
-    def synchronize(self, dev=None):
+    def synchronize(self, dev=None, x=None):
         torch = self.loaded()
         if torch is not None and torch.cuda.is_initialized():
             torch.cuda.synchronize()

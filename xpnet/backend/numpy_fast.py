@@ -213,7 +213,7 @@ def _gemm_per_image(Wm, col2, out):
     n, F = out.shape[:2]
     K, P = col2.shape[0], col2.shape[1] // max(n, 1)
     w = _block_width(P, F * K, 32, _GEMM_BLOCK)
-    if w == 0 or n == 0 or not parallel.blas_is_single_threaded():
+    if w == 0 or n == 0 or not parallel.blas_single_threaded():
         t = _scratch("gemm", (F, n * P), out.dtype)
         numpy.dot(Wm, col2, out=t)
         out.reshape(n, F, P)[...] = t.reshape(F, n, P).transpose(1, 0, 2)
@@ -236,7 +236,7 @@ def _weight_grad(col2, dy):
     K, P = col2.shape[0], col2.shape[1] // max(n, 1)
     w = _block_width(P, F * K, 64, _GEMM_BLOCK)
     d3 = dy.reshape(n, F, P)
-    if w == 0 or n == 0 or not parallel.blas_is_single_threaded():
+    if w == 0 or n == 0 or not parallel.blas_single_threaded():
         # (K, M) @ (M, F) blocks better in OpenBLAS than (F, M) @ (M, K) for small F
         dyt = _scratch("dy2", (F, n, P), dy.dtype)
         dyt[...] = d3.transpose(1, 0, 2)
@@ -263,7 +263,7 @@ def _batch_parallel(x, part):
 
 
 def _gemm_plan(n, flops):
-    if parallel.blas_threads_preferred_here():
+    if not parallel.blas_single_threaded():     # xpnet's threads off: BLAS threads the GEMM
         return [(0, n)]
     return parallel.plan(n, flops, _MIN_FLOPS)
 
@@ -271,9 +271,8 @@ def _gemm_plan(n, flops):
 def _own_gemm_threads():
     # With xpnet's threads on, GEMMs keep BLAS at one thread and split the batch
     # themselves: a BLAS call that threads wakes BLAS workers, which then spin for a
-    # while and slow the threaded layers that follow (book-style loops over a convnet's
-    # layers). Inside an MLP's pass (`pass_scope(False)`) BLAS threads.
-    return parallel.blas_single_threaded(not parallel.blas_threads_preferred_here())
+    # while and slow the threaded layers that follow (book-style loops over layers).
+    return parallel.policy().hold()
 
 
 
@@ -530,7 +529,7 @@ class NumpyKernels(ReferenceKernels):
         """The rule over blocks of the flattened arrays, in place; returns `p`. Whole-array
         temporaries of a big weight (MBs, freshly mapped each step) cost more in page
         faults than the math."""
-        targets = (p,) + tuple(state.values())
+        targets = (p,) + tuple(state.values() if hasattr(state, "values") else state)
         if not all(a.flags.c_contiguous for a in targets):
             return super().apply_update(rule, p, g, state, scalars)
         flat = [a.reshape(-1) for a in targets]
@@ -543,9 +542,10 @@ class NumpyKernels(ReferenceKernels):
         return p
 
     def pass_scope(self, heavy):
-        """Around a net's whole pass: conv/pool nets hold BLAS at one thread and thread
-        the layers themselves; GEMM-only nets let BLAS's own threads serve lone GEMMs."""
-        return parallel.blas_single_threaded() if heavy else parallel.blas_threads_preferred()
+        """Around a net's whole pass, conv or GEMM-only alike: the CPU thread policy's
+        hold (BLAS at one thread while xpnet threads the layers; BLAS's own threads spin
+        between an MLP's small GEMMs and oversubscribe the cores)."""
+        return parallel.policy().hold()
 
 
 FAST = NumpyKernels()

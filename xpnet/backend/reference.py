@@ -201,6 +201,9 @@ class ReferenceKernels:
         """One optimizer step: ``rule(xp, p, g, *state.values(), *scalars)`` gives the new
         values. Returns the new `p`; `state` (a dict, in the rule's order) gets its new
         arrays by rebinding its entries. Nothing is written in place."""
+        if not hasattr(state, "values"):
+            raise TypeError("apply_update: state must be a dict (slot -> array, in the rule's "
+                            "order), got %s" % type(state).__name__)
         new = rule(_ns(p), p, g, *state.values(), *scalars)
         for k, v in zip(list(state), new[1:]):
             state[k] = v

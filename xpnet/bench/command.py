@@ -65,6 +65,9 @@ def add_arguments(parser):
                              % (QUICK_REPEATS, QUICK_WARMUP))
     parser.add_argument("--vs", choices=["torch"], default=None,
                         help="also time the same architecture in PyTorch, interleaved")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time xpnet.compile_step's step (jax.jit on JAX devices, "
+                             "eager elsewhere) in a train-compiled row after each train row")
     parser.add_argument("--seed", type=arg_type(parse_int, allow_zero=True), default=0,
                         help="seed for weights and inputs (default: %(default)s)")
     parser.add_argument("--threads", type=arg_type(parse_int), default=None,
@@ -118,7 +121,7 @@ def run_from_args(args):
         rows = run_bench(models=_flatten(args.models), batch_sizes=batch_sizes, device=dev,
                          vs_torch=vs_torch, repeats=args.repeats, warmup=args.warmup,
                          infer_batch=args.infer_batch, quick=args.quick, seed=args.seed,
-                         progress=_progress)
+                         progress=_progress, compile=getattr(args, "compile", False))
     except (DeviceError, ValueError) as e:
         print("xpnet bench: error: %s" % e, file=sys.stderr)
         return 2
@@ -126,6 +129,7 @@ def run_from_args(args):
     doc = document(env, rows, {"batch_sizes": batch_sizes, "infer_batch": args.infer_batch,
                                "repeats": args.repeats, "warmup": args.warmup,
                                "quick": args.quick, "vs": args.vs, "seed": args.seed,
+                               "compile": getattr(args, "compile", False),
                                "threads": threads})
     text = json.dumps(doc, indent=2, sort_keys=False)
     if args.output:

@@ -220,6 +220,14 @@ def describe(env, rows):
     if any(r.get("ratio") is not None for r in rows):
         lines.append("ratio x/t = xpnet time / torch time (> 1: xpnet slower); on infer rows it "
                      "equals torch img/s / xpnet img/s.")
+    compiled = [r for r in rows if r.get("mode")]
+    if compiled:
+        lines.append("train-compiled: the step of xpnet.compile_step (host checks, then one "
+                     "program), against PyTorch's eager step; " + "; ".join(
+                         "%s b%d %s%s" % (r["model"], r["batch"], r["mode"],
+                                          "" if r.get("vs_eager") is None else
+                                          ", %.1fx faster than xpnet eager" % r["vs_eager"])
+                         for r in compiled) + ".")
     lines.append(_memory_note(env))
     lines.append("RSS MB: peak resident memory of the whole process (both frameworks, data and "
                  "libraries) while the row ran, by %s." % (

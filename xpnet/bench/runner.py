@@ -13,6 +13,7 @@ import sys
 from .. import registry
 from ..backend import CPU, get_device, synchronize, to_device, using_device
 from ..backend.numpy_fast import release_scratch
+from ..compile import compile_step
 from ..optimizers import Adam
 from ..validate import parse_int
 from . import timing
@@ -30,6 +31,7 @@ ADAM = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}
 MODELS = registry.BENCH_MODELS   # class name -> Model; ``MODELS[name](device, seed)`` builds
 
 DEFAULT_BATCH_SIZES = (100, 1000)
+COMPILED = "train-compiled"   # the task of the rows of `compile_step`'s step
 DEFAULT_INFER_BATCH = 1000
 DEFAULT_WARMUP = 2
 QUICK_REPEATS, QUICK_WARMUP = 3, 1
@@ -109,6 +111,12 @@ def _xpnet_case(task, net, opt, dev, x_host, t_host, make_net):
     def infer():
         net.predict(x, train_flg=False)
 
+    if task == COMPILED:
+        # the step a trainer runs: host checks, then one compiled program (loss read back)
+        step = compile_step(net, opt)
+        case = timing.Case("xpnet", lambda: step(x, t), sync)
+        case.mode = step.mode
+        return case
     mem_reset, mem_read = _xpnet_memory(dev, task, x, t, make_net)
     return timing.Case("xpnet", train if task == "train" else infer, sync, mem_reset, mem_read)
 
@@ -118,7 +126,7 @@ def _torch_case(task, torch, model, opt, tdev, x_host, t_host):
     t = torch.from_numpy(t_host).to(tdev)
     crit = torch.nn.CrossEntropyLoss()
     cuda = tdev.type == "cuda"
-    model.train(task == "train")
+    model.train(task != "infer")
 
     def sync():
         if cuda:
@@ -142,7 +150,7 @@ def _torch_case(task, torch, model, opt, tdev, x_host, t_host):
         return {"peak_bytes": int(torch.cuda.max_memory_allocated(tdev)),
                 "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(tdev)),
                 "peak_kind": "torch.cuda.max_memory_allocated"}
-    step = train if task == "train" else infer
+    step = infer if task == "infer" else train      # compiled rows: PyTorch eager
     if cuda:
         return timing.Case("torch", step, sync, mem_reset, mem_read)
     # Elsewhere PyTorch keeps no allocator statistics: only the process RSS is known.
@@ -183,7 +191,7 @@ def _torch_setup(vs_torch, dev, log):
 
 def run_bench(models=None, batch_sizes=DEFAULT_BATCH_SIZES, device=None, vs_torch=False,
               repeats=None, warmup=None, infer_batch=DEFAULT_INFER_BATCH, quick=False, seed=0,
-              log=stderr, progress=None):
+              log=stderr, progress=None, compile=False):
     """Run the benchmark and return a list of row dicts.
 
     One ``task='train'`` row per model and batch size (forward + backward + Adam) and
@@ -194,7 +202,10 @@ def run_bench(models=None, batch_sizes=DEFAULT_BATCH_SIZES, device=None, vs_torc
     Each row holds ``xpnet`` (and ``torch``, or None) timing dicts (``ms`` median,
     ``ms_min``, ``ms_iqr``, ``images_per_s``, peak memory or None where not measured)
     and ``ratio`` = xpnet time / torch time (> 1: xpnet is slower). `log` gets human
-    messages (e.g. no PyTorch); `progress`, if given, gets each row as it is done."""
+    messages (e.g. no PyTorch); `progress`, if given, gets each row as it is done.
+    ``compile=True`` adds a ``task='train-compiled'`` row after each training row: the
+    step of `xpnet.compile_step` (``mode`` says 'jax.jit' or 'eager'), against PyTorch's
+    eager step, with ``vs_eager`` = xpnet's eager ms / compiled ms of the same run."""
     names = [model_name(m) for m in split(models if models is not None else list(MODELS))]
     if not names:
         raise ValueError("models: give at least one of %s" % ", ".join(MODELS))
@@ -212,10 +223,11 @@ def run_bench(models=None, batch_sizes=DEFAULT_BATCH_SIZES, device=None, vs_torc
     torch, tdev = _torch_setup(vs_torch, dev, log)
     with using_device(dev):   # kernels, streams and synchronisation on the benchmarked device
         return _run(names, batches, infer_batch, dev, torch, tdev, repeats, warmup, seed,
-                    progress)
+                    progress, compile)
 
 
-def _run(names, batches, infer_batch, dev, torch, tdev, repeats, warmup, seed, progress):
+def _run(names, batches, infer_batch, dev, torch, tdev, repeats, warmup, seed, progress,
+         compile=False):
     host_mem = timing.HostMemory()
     np = CPU.xp   # host NumPy for the inputs, whatever the device
     rows = []
@@ -228,7 +240,9 @@ def _run(names, batches, infer_batch, dev, torch, tdev, repeats, warmup, seed, p
             tmodel = to_torch(net, tdev, torch)
             topt = torch.optim.Adam(tmodel.parameters(), lr=ADAM["lr"],
                                     betas=(ADAM["beta1"], ADAM["beta2"]), eps=ADAM["eps"])
-        plan = [("train", b) for b in batches] + ([("infer", infer_batch)] if infer_batch else [])
+        plan = [(task, b) for b in batches
+                for task in (("train", COMPILED) if compile else ("train",))]
+        plan += [("infer", infer_batch)] if infer_batch else []
         for task, batch in plan:
             rng = np.random.default_rng(seed)
             x_host = rng.random((batch,) + INPUT_SHAPE, dtype=np.float32)
@@ -245,6 +259,12 @@ def _run(names, batches, infer_batch, dev, torch, tdev, repeats, warmup, seed, p
                 s.update(c.mem_read())
                 row[c.framework] = s
             row.setdefault("torch", None)
+            if task == COMPILED:
+                row["mode"] = cases[0].mode
+                eager = [r for r in rows if r["model"] == name and r["batch"] == batch and
+                         r["task"] == "train"]
+                row["vs_eager"] = (eager[-1]["xpnet"]["ms"] / row["xpnet"]["ms"]
+                                   if eager and row["xpnet"]["ms"] > 0 else None)
             row["ratio"] = (row["xpnet"]["ms"] / row["torch"]["ms"]
                             if row["torch"] and row["torch"]["ms"] > 0 else None)
             row["host_memory_method"] = host_mem.method

@@ -105,8 +105,8 @@ def host_copy(params):
 
 
 def load_params(params, host_arrays, device):
-    """Copy host arrays into a net's parameters in place (a book-style net's layers hold
-    these very arrays), cast to each parameter's dtype. Checks names and shapes first."""
+    """Copy host arrays into a net's parameters (see `_store`), cast to each
+    parameter's dtype. Checks names and shapes first."""
     if set(host_arrays) != set(params.keys()):
         raise ValueError("parameters %s in the file, %s in the network"
                          % (sorted(host_arrays), sorted(params.keys())))
@@ -116,8 +116,21 @@ def load_params(params, host_arrays, device):
                              % (k, tuple(a.shape), tuple(params[k].shape)))
     for k, a in host_arrays.items():
         p = params[k]
-        xp = namespace(p)
-        p[...] = xp.astype(to_device(a, device), p.dtype, copy=False)
+        _store(params, k, namespace(p).astype(to_device(a, device), p.dtype))
+
+
+def _store(params, k, value):
+    """``params[k] = value``. A plain dict (a book-style net) is written in place where
+    its arrays allow it, because the net's layers hold these very arrays; an xpnet net's
+    ``params`` rebinds its layers' arrays, which immutable arrays (JAX) need."""
+    p = params[k]
+    if isinstance(params, dict):
+        try:
+            p[...] = value
+            return
+        except (TypeError, ValueError, NotImplementedError):
+            pass             # immutable: rebinding is all there is
+    params[k] = value
 
 
 # ------------------------------------------------------------------ checks on data

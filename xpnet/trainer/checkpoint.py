@@ -20,7 +20,7 @@ import stat
 
 from ..version import __version__
 from ..serialization import atomic_write_bytes, load_arrays, save_arrays
-from . import arrays, history, streams
+from . import arrays, history, runstate, streams
 
 __all__ = ["CHECKPOINT_NAME", "HISTORY_NAME", "FORMAT", "find_checkpoint", "paths", "save",
            "restore", "live_state"]
@@ -94,6 +94,8 @@ def save(tr, path=None):
             out["opt/%s/%s" % (key, slot)] = a
     if tr._perm is not None:
         out["trainer/perm"] = tr._perm
+    run_meta, run_arrays = runstate.save(tr)
+    out.update(run_arrays)
     meta = {
         "format": FORMAT, "version": 1, "xpnet_version": __version__,
         "epoch": tr.current_epoch, "step": tr.current_iter, "pos_in_epoch": tr._pos,
@@ -104,6 +106,8 @@ def save(tr, path=None):
         "optimizer": {"type": osd["type"], "hyper": osd["hyper"], "t": osd["t"]},
         "rng": streams.state(tr._rng), "history": history.strict(tr.history),
     }
+    if run_meta is not None:
+        meta[runstate.KEY] = run_meta
     save_arrays(path, out, meta)
     atomic_write_bytes(path[:-4] + ".json", history.json_bytes(meta))
     return path
@@ -294,8 +298,10 @@ def _check(path, stored, meta, tr):
         if problem:
             raise _bad(path, "array 'trainer/perm'", problem)
         plan.perm = arrays.host_int_array(stored["trainer/perm"])
+    plan.run_state = runstate.check(path, meta.get(runstate.KEY), stored, tr,
+                                    live_state(tr.network))
     for k in stored:
-        if not k.startswith(("net/", "opt/")) and not (k == "trainer/perm"):
+        if not k.startswith(("net/", "opt/", runstate.PREFIX)) and not (k == "trainer/perm"):
             raise _bad(path, "array %r" % k, "is not part of an xpnet checkpoint")
     return plan
 
@@ -319,6 +325,7 @@ def restore(tr, path):
     except ValueError as e:
         raise ValueError("resume: %s: %s (pass the same optimizer)" % (path, e)) from None
     streams.restore(tr._rng, meta["rng"])
+    runstate.restore(tr, plan.run_state, stored)
     tr.current_epoch, tr.current_iter, tr._pos = plan.epoch, plan.step, plan.pos
     tr._perm = plan.perm
     tr._idx = None

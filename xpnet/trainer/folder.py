@@ -9,7 +9,8 @@ once: there is no stale lock to remove by hand. A second writer gets a
 
 Right after taking the lock, the temporaries that xpnet's own atomic writes leave
 when killed between writing and renaming (``.checkpoint.npz.<8 chars>.tmp``,
-``.history.json.*.tmp``, ``.params.npz.*.tmp``, their ``.json`` twins) are removed:
+``.history.json.*.tmp``, ``.history.csv.*.tmp``, ``.params.npz.*.tmp``,
+``.best.npz.*.tmp``, their ``.json`` twins) are removed:
 while we hold the lock no other xpnet writer can be using them. Nothing else in the
 folder is touched, and the lock file itself is never deleted (deleting it would let
 two writers lock two different files).
@@ -39,7 +40,8 @@ LOCK_NAME = ".xpnet.lock"
 
 # What serialization.atomic_write_bytes leaves behind: "." + name + "." + mkstemp's
 # 8 random characters + ".tmp", for the names xpnet writes into its folders.
-_TEMPORARY = re.compile(r"^\.(checkpoint|history|params)\.(npz|json)\.[a-z0-9_]{8}\.tmp$")
+_TEMPORARY = re.compile(
+    r"^\.(checkpoint|history|params|best)\.(npz|json|csv)\.[a-z0-9_]{8}\.tmp$")
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 

@@ -15,7 +15,8 @@ from .arrays import device_name, network_dtype
 __all__ = ["config", "new", "add_losses", "add_epoch", "strict", "json_bytes", "write",
            "restored_lists", "LISTS"]
 
-_LISTS = ("train_loss", "train_acc", "test_acc", "epoch_seconds", "eval_seconds")
+_LISTS = ("train_loss", "lr", "train_acc", "val_acc", "test_acc", "epoch_seconds",
+          "eval_seconds")
 LISTS = _LISTS   # the per-step and per-epoch lists (checkpoint.restore checks them)
 
 
@@ -33,26 +34,36 @@ def config(tr):
         "evaluate_sample_num_per_epoch": tr.evaluate_sample_num_per_epoch,
         "eval_batch_size": tr.eval_batch_size, "log_every": tr.log_every, "seed": tr.seed,
         "xpnet_version": __version__, "run_info": tr.run_info,
+        "lr_schedule": tr.lr_schedule.config() if tr.lr_schedule is not None else None,
+        "augment": tr.augment.spec if tr.augment is not None else None,
+        "val_split": tr.val_split, "val_size": tr.val_size,
+        "early_stopping": tr.early_stopping,
     }
 
 
 def new(cfg):
     h = {"format": "xpnet-history", "config": cfg, "epochs_done": 0, "steps": 0,
-         "final_test_acc": None, "status": "created"}
+         "final_test_acc": None, "status": "created", "best_epoch": None,
+         "best_val_acc": None, "stopped_early_at": None}
     h.update((k, []) for k in _LISTS)
     return h
 
 
-def add_losses(h, losses, steps):
-    """Append step losses; returns how many were recorded before them."""
+def add_losses(h, losses, steps, lrs=()):
+    """Append step losses (and the learning rates they were taken at); returns how
+    many were recorded before them."""
     first = len(h["train_loss"])
     h["train_loss"].extend(losses)
+    h["lr"].extend(lrs)
     h["steps"] = steps
     return first
 
 
-def add_epoch(h, train_acc, test_acc, train_seconds, eval_seconds, epochs_done):
+def add_epoch(h, train_acc, test_acc, train_seconds, eval_seconds, epochs_done,
+              val_acc=None):
     h["train_acc"].append(train_acc)
+    if val_acc is not None:
+        h["val_acc"].append(val_acc)
     h["test_acc"].append(test_acc)
     h["epoch_seconds"].append(train_seconds)
     h["eval_seconds"].append(eval_seconds)

@@ -3,13 +3,14 @@ reports, and holds the book's attributes; every other job is a sibling module.
 
 It must never operate on arrays itself (only through `arrays`, so any Array API
 library works) nor hold a second copy of the step logic: every step goes through
-`train_step`.
+`train_step`, and the update itself through the step object (`steps`: local,
+distributed or compiled), so the loop never asks which one it has.
 """
 import contextlib
 import time
 
-from .. import distributed
-from . import arrays, checkpoint, checks, divergence, folder, history, interrupt, streams
+from . import (arrays, checkpoint, checks, divergence, folder, history, interrupt, logs,
+               options, steps, streams, validation)
 from . import progress as report   # `progress` is also an argument name
 
 __all__ = ["Trainer"]
@@ -25,7 +26,11 @@ class Trainer:
     log (default print), eval_batch_size, log_every (steps between reading losses
     back: 1 on the host, 50 on an accelerator), drop_last, data_on_device, on_step and
     on_epoch (``f(trainer)``), run_info (a JSON-able dict stored with the history), comm
-    (an `xpnet.distributed` communicator: data-parallel over its ranks, docs/distributed.md).
+    (an `xpnet.distributed` communicator: data-parallel over its ranks, docs/distributed.md),
+    lr_schedule (`schedules.from_spec` name or object), augment (`augment.from_spec` spec
+    or object), val_split (fraction held out; the best epoch on it is kept and put back
+    at the end), early_stopping (patience in epochs), tensorboard (a log folder;
+    tensorboard_histograms adds weight/gradient histograms), compile (`xpnet.compile_step`).
 
     Labels are checked once, here: integer classes in ``[0, outputs)`` or one-hot rows.
     While it writes (all of `train`, or one write outside it) the trainer holds an OS
@@ -38,13 +43,21 @@ class Trainer:
                  verbose=True, *, seed=None, checkpoint_dir=None, resume=None, history_path=None,
                  progress=None, log=print, eval_batch_size=None, log_every=None,
                  drop_last=False, data_on_device=None, on_step=None, on_epoch=None,
-                 run_info=None, comm=None):
+                 run_info=None, comm=None, lr_schedule=None, augment=None, val_split=0.0,
+                 early_stopping=None, tensorboard=None, tensorboard_histograms=False,
+                 compile=False):
         checks.check_data(x_train, t_train, x_test, t_test)
         n_classes = arrays.output_size(network, x_train[:1, ...])
         for name, t in (("t_train", t_train), ("t_test", t_test)):
             problem = arrays.label_problem(t, n_classes, name)
             if problem:
                 raise ValueError("Trainer: " + problem)
+        self.val_split = validation.check_fraction(val_split)
+        self.x_val = self.t_val = None
+        if self.val_split:
+            x_train, t_train, self.x_val, self.t_val = validation.split(
+                x_train, t_train, self.val_split)
+        self.val_size = 0 if self.x_val is None else int(self.x_val.shape[0])
         self.network, self.verbose = network, bool(verbose)
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
         self.epochs = checks.count(epochs, "epochs", minimum=0)
@@ -62,31 +75,39 @@ class Trainer:
         self.max_iter = self.epochs * self.iter_per_epoch
         self.device = arrays.network_device(network)
         self._measure = arrays.accuracy_function(network)
-        # xpnet's nets keep the gradient pass's loss; book-style nets need a second pass.
-        self._net_keeps_loss = hasattr(network, "last_loss")
         self.log_every = checks.count(arrays.default_log_every(self.device)
                                       if log_every is None else log_every, "log_every")
         self.progress, self.log = progress, checks.callback(log, "log")
         self.on_step = checks.callback(on_step, "on_step")
         self.on_epoch = checks.callback(on_epoch, "on_epoch")
-        self.seed, self.run_info = seed, checks.json_dict(run_info, "run_info")
-        self.comm, self._writes = comm, comm is None or comm.rank == 0
-        if comm is not None:    # data-parallel: every rank runs this loop, rank 0 reports
-            distributed.check_batch(self.batch_size, self.train_size, self.drop_last, comm)
-            self.seed = seed = distributed.agree_seed(seed, comm)
-            if not self._writes:
-                self.verbose, self.progress = False, False
+        self.run_info = checks.json_dict(run_info, "run_info")
+        self.comm = comm
+        self.lr_schedule, self.augment, self.early_stopping = options.check(
+            lr_schedule, augment, early_stopping, self.val_split, x_train)
+        self._stepper = steps.make(network, self.optimizer, comm, compile,
+                                   requested=lambda: self._stop.requested)
+        self.seed = seed = self._stepper.agree(seed, self.batch_size, self.train_size,
+                                               self.drop_last)
+        self._writes = self._stepper.writes     # data-parallel: rank 0 alone reports
+        if not self._writes:
+            self.verbose, self.progress = False, False
         self.checkpoint_dir, self.history_path = checkpoint.paths(checkpoint_dir, history_path)
         checks.file_path(self.history_path, "history_path")
         self._folder = (folder.FolderLock(self.checkpoint_dir, "checkpoint_dir")
                         if self.checkpoint_dir is not None and self._writes else None)
         self._rng = streams.shuffle_rng(seed)       # the same order on every rank
-        self._dist, self._stop_agreed = None, False
-        if comm is not None:
-            distributed.fork_rank_stream(comm, seed)    # dropout masks differ per rank
-            self._dist = distributed.DistributedOptimizer(self.optimizer, comm)
-        self.data_on_device, (self._xtr, self._ttr, self._xte, self._tte) = arrays.place(
-            (x_train, t_train, x_test, t_test), self.device, data_on_device)
+        self._aug_rng = streams.augment_rng(seed) if self.augment is not None else None
+        self._stepper.fork_streams(seed)            # dropout masks differ per rank
+        if self.lr_schedule is not None:
+            self.lr_schedule.bind(self.optimizer.lr, self.iter_per_epoch, self.max_iter)
+        self._best = (validation.Best(self.early_stopping) if self.val_split else None)
+        self._tb = (logs.TensorBoard(tensorboard, tensorboard_histograms)
+                    if tensorboard is not None and self._writes else None)
+        self.data_on_device, placed = arrays.place(
+            (x_train, t_train, x_test, t_test) + ((self.x_val, self.t_val) if self.val_size
+                                                   else ()), self.device, data_on_device)
+        self._xtr, self._ttr, self._xte, self._tte = placed[:4]
+        self._xva, self._tva = placed[4:] if self.val_size else (None, None)
         self.current_iter = 0       # optimizer steps done
         self.current_epoch = 0      # epochs completed (evaluated)
         self._pos = 0               # steps done in the current epoch
@@ -94,6 +115,7 @@ class Trainer:
         self._idx = None            # that order where the training data lives
         self._epoch_train_seconds = 0.0
         self._pending = []          # losses not yet read back
+        self._pending_lr = []       # the learning rates they were taken at
         self._in_step = False       # inside an update: an interrupt leaves no checkpoint
         self._stop = interrupt.StopOnSigint(announce=self.verbose)
         self._bar = report.NO_BAR
@@ -102,8 +124,7 @@ class Trainer:
         self.history = history.new(history.config(self))
         if resume is not None:
             self.load_checkpoint(resume)
-        if comm is not None:
-            distributed.broadcast_params(network, comm)
+        self._stepper.begin()
 
     # The book's lists, kept in the history.
     train_loss_list = property(lambda self: self.history["train_loss"])
@@ -145,17 +166,18 @@ class Trainer:
 
     def _train(self):
         self.history["status"] = "running"
-        self._stop_agreed = False
         self.history["config"]["epochs"] = self.epochs
         self._in_step = False
+        if self._tb is not None:
+            self._tb.open(self.current_iter)
         try:
             with self._stop:
                 if self.current_epoch == 0 and self._pos == 0:
                     self._say(report.start_line(
                         type(self.network).__name__, self.train_size, self.iter_per_epoch,
                         self.batch_size, self.epochs, arrays.device_name(self.device)
-                        + ("" if self.comm is None else " (rank 0 of %d)" % self.comm.size)))
-                while self.current_epoch < self.epochs:
+                        + self._stepper.where))
+                while self.current_epoch < self.epochs and not self._stopped_early():
                     self._run_epoch()
         except KeyboardInterrupt:
             self._bar.close()
@@ -163,8 +185,14 @@ class Trainer:
         except BaseException:
             self._bar.close()
             raise
+        finally:
+            if self._tb is not None:
+                self._tb.close()
         self._finish()
         return self.history
+
+    def _stopped_early(self):
+        return self._best is not None and self._best.should_stop
 
     def train_step(self):
         """One optimizer step (the book's method); an epoch's last step also evaluates."""
@@ -191,7 +219,7 @@ class Trainer:
         while self.current_epoch == epoch:
             self.train_step()
             # the first Ctrl-C: stop between steps (all ranks after the same step)
-            if self._stop_agreed if self._dist is not None else self._stop.requested:
+            if self._stepper.stop_agreed(self._stop.requested):
                 raise KeyboardInterrupt
 
     def _begin_epoch(self):
@@ -201,22 +229,18 @@ class Trainer:
     def _step(self):
         if self._idx is None:
             self._idx = arrays.indices_for(self._perm, (self._xtr, self._ttr))
-        lo = self._pos * self.batch_size
-        hi = min(lo + self.batch_size, self.train_size)
-        if self._dist is not None:      # this rank's rows of the global batch
-            lo, hi, share = distributed.batch_slice(lo, hi, self.comm)
+        glo = self._pos * self.batch_size
+        ghi = min(glo + self.batch_size, self.train_size)
+        lo, hi, share = self._stepper.rows(glo, ghi)    # this process's rows of the batch
         xb, tb = arrays.take_batch((self._xtr, self._ttr), self._idx, lo, hi, self.device)
         self._in_step = True
-        net = self.network
-        grads = net.gradient(xb, tb)
-        loss = net.last_loss if self._net_keeps_loss else net.loss(xb, tb)
-        if self._dist is None:
-            self.optimizer.update(net.params, grads)
-        else:   # one all-reduce: the gradients, the global loss, the ranks' stop requests
-            loss, stop = self._dist.update(net.params, grads, share,
-                                           (loss, float(self._stop.requested)))
-            self._stop_agreed = stop > 0
-        self._pending.append(loss)
+        if self.augment is not None:
+            xb = self.augment(xb, self._aug_rng, ghi - glo, lo - glo)
+        lr = self.optimizer.lr
+        if self.lr_schedule is not None:
+            lr = self.optimizer.lr = self.lr_schedule.lr(self.current_iter)
+        self._pending.append(self._stepper(xb, tb, share))
+        self._pending_lr.append(lr)
         self._pos += 1
         self.current_iter += 1
         self._in_step = False
@@ -226,7 +250,10 @@ class Trainer:
         if not self._pending:
             return
         vals, self._pending = arrays.read_back(self._pending), []
-        first = history.add_losses(self.history, vals, self.current_iter)
+        lrs, self._pending_lr = self._pending_lr, []
+        first = history.add_losses(self.history, vals, self.current_iter, lrs)
+        if self._tb is not None:
+            self._tb.steps(first, vals, lrs)
         self._bar.update(len(vals), vals[-1])
         bad = divergence.first_non_finite(vals)
         if bad is not None:
@@ -242,16 +269,13 @@ class Trainer:
 
     def _accuracy(self, x, t, n=None):
         # `[:n, ...]`: the Array API wants every axis (or an ellipsis) indexed
-        if self.comm is not None:       # each rank its part, the counts summed
-            return distributed.accuracy(self.network, x[:n, ...], t[:n, ...], self.comm,
-                                        self.eval_batch_size, measure=self._measure)
-        return self._measure(x[:n, ...], t[:n, ...], self.eval_batch_size)
+        return self._stepper.accuracy(self._measure, x[:n, ...], t[:n, ...],
+                                      self.eval_batch_size)
 
     def _end_epoch(self):
         self._flush()
         self._bar.close()
-        if self.comm is not None:       # one set of BatchNorm statistics to evaluate with
-            distributed.average_buffers(self.network, self.comm)
+        self._stepper.settle()
         # Once per epoch: a NaN made by the epoch's last update shows up only here.
         bad = arrays.first_non_finite(checkpoint.live_state(self.network))
         if bad is not None:
@@ -259,24 +283,35 @@ class Trainer:
         t0, n = time.perf_counter(), self.evaluate_sample_num_per_epoch
         train_acc = self._accuracy(self._xtr, self._ttr, n)
         test_acc = self._accuracy(self._xte, self._tte, n)
+        val_acc = self._accuracy(self._xva, self._tva) if self.val_size else None
         eval_s = time.perf_counter() - t0
         self.current_epoch += 1
         history.add_epoch(self.history, train_acc, test_acc, self._epoch_train_seconds, eval_s,
-                          self.current_epoch)
+                          self.current_epoch, val_acc)
         self._perm, self._idx, self._pos = None, None, 0
+        losses = self.train_loss_list[-self.iter_per_epoch:]
         self._say(report.epoch_line(
-            self.current_epoch, self.epochs, self.train_loss_list[-self.iter_per_epoch:],
-            train_acc, test_acc, self._epoch_train_seconds, self.train_size, eval_s))
+            self.current_epoch, self.epochs, losses, train_acc, test_acc,
+            self._epoch_train_seconds, self.train_size, eval_s, val_acc,
+            None if self.lr_schedule is None else self.optimizer.lr))
+        options.end_epoch(self, val_acc, losses)
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         self._save_history()
+        if self._tb is not None:
+            self._tb.epoch(logs.epoch_rows(self.history, self.iter_per_epoch)[-1],
+                           self.network.params, self._stepper.last_grads)
         if self.on_epoch is not None:
             self.on_epoch(self)
 
     def _finish(self):
         h = self.history
-        if h["test_acc"] and self.evaluate_sample_num_per_epoch is None:
-            final = h["test_acc"][-1]
+        last = len(h["test_acc"])
+        if self._best is not None and self._best.put_back(self.network, self.device):
+            self._stepper.reset()       # the best epoch's parameters, for params.npz
+            last = self._best.epoch
+        if last and self.evaluate_sample_num_per_epoch is None:
+            final = h["test_acc"][last - 1]
         else:
             final = self._accuracy(self._xte, self._tte)
         h["final_test_acc"], h["status"] = final, "completed"
@@ -288,9 +323,10 @@ class Trainer:
         self.history["status"] = "interrupted"
         in_step, saved, self._in_step = self._in_step, None, False
         if in_step:   # parameters may be half-updated: keep the last good checkpoint
-            self._pending = []
+            self._pending, self._pending_lr = [], []
         else:
             self._flush()       # a NaN loss raises TrainingDivergedError here
+            self._stepper.settle()
             bad = arrays.first_non_finite(checkpoint.live_state(self.network))
             if bad is not None:     # never save it, never call it good: training diverged
                 self._diverged("%r is NaN or infinite" % bad, self.current_iter)
@@ -304,9 +340,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def _save_history(self):
+        """history.json and the CSV log beside it (both rewritten atomically)."""
         if self.history_path is not None and self._writes:
             with self._owning_folder():
                 history.write(self.history_path, self.history)
+                logs.write_csv(logs.csv_path(self.history_path), self.history,
+                               self.iter_per_epoch)
 
     def save_checkpoint(self, path=None):
         """Write the whole training state atomically (``.npz`` arrays + ``.json`` meta, no
@@ -314,22 +353,19 @@ class Trainer:
         A state with a NaN or Inf is refused (ValueError), so a checkpoint is always good.
         With a `comm`, every rank calls it (BatchNorm statistics are averaged) and rank 0
         writes."""
-        if self.comm is not None:
-            distributed.average_buffers(self.network, self.comm)
+        self._stepper.settle()
         if self._writes:
             with self._owning_folder():
                 self.last_checkpoint = checkpoint.save(self, path)
-        if self.comm is not None:
-            self.last_checkpoint = self.comm.bcast_object(self.last_checkpoint,
-                                                          what="writing a checkpoint")
+        self.last_checkpoint = self._stepper.share(self.last_checkpoint, "writing a checkpoint")
         self._last_checkpoint_at = (self.current_epoch, self._pos, self.current_iter)
         return self.last_checkpoint
 
     def load_checkpoint(self, path):
         """Restore everything `save_checkpoint` wrote; training continues where it stopped."""
         self.last_checkpoint = checkpoint.restore(self, path)
-        if self.comm is not None:       # the file holds one dropout stream: fork it per rank
-            distributed.fork_rank_stream(self.comm)
+        self._stepper.fork_streams()    # the file holds one dropout stream: fork it per rank
+        self._stepper.reset()
         self._last_checkpoint_at = (self.current_epoch, self._pos, self.current_iter)
         self._say("resumed from %s at epoch %d, step %d"
                   % (self.last_checkpoint, self.current_epoch, self.current_iter))

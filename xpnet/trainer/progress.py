@@ -27,10 +27,13 @@ def start_line(net_name, train_size, steps, batch_size, epochs, device):
                device))
 
 
-def epoch_line(epoch, epochs, losses, train_acc, test_acc, train_seconds, images, eval_seconds):
+def epoch_line(epoch, epochs, losses, train_acc, test_acc, train_seconds, images, eval_seconds,
+               val_acc=None, lr=None):
     ips = images / train_seconds if train_seconds > 0 else float("inf")
-    return ("epoch %d/%d  loss %.4f  train acc %.4f  test acc %.4f  (%.1f s, %.0f img/s, "
-            "eval %.1f s)" % (epoch, epochs, sum(losses) / len(losses), train_acc, test_acc,
+    return ("epoch %d/%d  loss %.4f  train acc %.4f%s  test acc %.4f%s  (%.1f s, %.0f img/s, "
+            "eval %.1f s)" % (epoch, epochs, sum(losses) / len(losses), train_acc,
+                              "" if val_acc is None else "  val acc %.4f" % val_acc, test_acc,
+                              "" if lr is None else "  lr %.3g" % lr,
                               train_seconds, ips, eval_seconds))
 
 

@@ -1,12 +1,13 @@
-"""The trainer's random streams: a host NumPy generator for the shuffling order, and
-xpnet's host generator (dropout masks), saved and restored for exact resumes.
+"""The trainer's random streams: a host NumPy generator for the shuffling order,
+xpnet's host generator (dropout masks) and, with augmentation, a host generator for
+its random choices; saved and restored for exact resumes.
 
 The shuffling generator is always host NumPy, so a seed gives the same order on
 every device. This module must never draw numbers itself or touch the net's arrays.
 """
 from ..backend import host_rng, new_host_rng, seed as seed_xpnet
 
-__all__ = ["shuffle_rng", "state", "check", "restore"]
+__all__ = ["shuffle_rng", "augment_rng", "state", "check", "check_state", "restore"]
 
 
 def shuffle_rng(seed):
@@ -16,6 +17,23 @@ def shuffle_rng(seed):
         seed_xpnet(seed)
         return new_host_rng([int(seed), 1])
     return new_host_rng(int(host_rng().integers(2 ** 63)))
+
+
+def augment_rng(seed):
+    """The augmentation generator: from `seed`, else drawn from xpnet's host generator."""
+    if seed is not None:
+        return new_host_rng([int(seed), 3])
+    return new_host_rng(int(host_rng().integers(2 ** 63)))
+
+
+def check_state(gen, st, name):
+    """What is wrong with `st` as a state of `gen`'s kind (text naming `name`), or None."""
+    kind = type(gen.bit_generator)
+    try:
+        kind().state = st
+    except Exception as e:     # NumPy raises TypeError, ValueError or KeyError here
+        return "%s is not a valid %s state (%s: %s)" % (name, kind.__name__, type(e).__name__, e)
+    return None
 
 
 def state(shuffle):
@@ -29,14 +47,11 @@ def check(shuffle, st):
     if not isinstance(st, dict):
         return "rng must be an object with 'shuffle' and 'host' states, got %r" % (st,)
     for name, gen in (("shuffle", shuffle), ("host", host_rng())):
-        kind = type(gen.bit_generator)
         if name not in st:
             return "rng/%s is missing" % name
-        try:
-            kind().state = st[name]
-        except Exception as e:     # NumPy raises TypeError, ValueError or KeyError here
-            return ("rng/%s is not a valid %s state (%s: %s)"
-                    % (name, kind.__name__, type(e).__name__, e))
+        problem = check_state(gen, st[name], "rng/" + name)
+        if problem:
+            return problem
     return None
 
 
