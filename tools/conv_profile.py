@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from xpnet import registry
-from xpnet.backend import cpu_threads, numpy_fast
+from xpnet.backend import cpu_threads, numpy_chwn, numpy_fast
 
 
 def _median_ms(ts):
@@ -48,6 +48,7 @@ def layer_profile(net, x, t, repeats):
 
 
 _HELPERS = ["im2col_cnhw", "_im2col_numpy", "_gemm_per_image", "_weight_grad", "col2im_cnhw"]
+_CHWN = ["_im2col", "_gemm", "_weight_grad"]   # the batch-innermost convolution's parts
 _METHODS = ["relu_forward", "relu_backward", "max_pool_forward", "max_pool_backward",
             "affine_forward", "affine_backward"]
 
@@ -73,10 +74,12 @@ def kernel_profile(net, x, t, repeats):
                     stack[-1] += dt
         return timed
 
-    owners = [(numpy_fast, n) for n in _HELPERS] + [(numpy_fast.NumpyKernels, n) for n in _METHODS]
+    owners = ([(numpy_fast, n) for n in _HELPERS] + [(numpy_chwn, n) for n in _CHWN]
+              + [(numpy_fast.NumpyKernels, n) for n in _METHODS])
     for owner, name in owners:
         saved[owner, name] = vars(owner)[name]
-        setattr(owner, name, wrap(name, saved[owner, name]))
+        label = "chwn" + name if owner is numpy_chwn else name
+        setattr(owner, name, wrap(label, saved[owner, name]))
     old = cpu_threads.get_num_threads()
     cpu_threads.set_num_threads(1)
     try:

@@ -148,7 +148,7 @@ def _gemm(Wm, col2, out2):
     column blocks that fit the cache while BLAS is single-threaded."""
     F, K = Wm.shape
     L = col2.shape[1]
-    w = _block_width(L, F * K, 32) if parallel.blas_is_single_threaded() else 0
+    w = _block_width(L, F * K, 32) if parallel.blas_single_threaded() else 0
     if w == 0:
         numpy.matmul(Wm, col2, out=out2)
         return
@@ -195,7 +195,7 @@ def _weight_grad(dy2, col2):
     (as in numpy_fast)."""
     F, L = dy2.shape
     K = col2.shape[0]
-    w = _block_width(L, F * K, 64) if parallel.blas_is_single_threaded() else 0
+    w = _block_width(L, F * K, 64) if parallel.blas_single_threaded() else 0
     if w == 0:
         return numpy.matmul(col2, dy2.T)
     from .numpy_fast import _scratch                # per-thread temporaries
