@@ -258,3 +258,12 @@ def test_chwn_convolution_gradient_check():
             num[idx] = (fp - fm) / (2 * eps)
         np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(layer.grads["b"], w.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_chwn_backward_rejects_a_raw_column_array():
+    x = np.ones((2, 1, 4, 4))
+    W = np.ones((1, 1, 3, 3))
+    y, ctx = FAST.conv2d_forward(x, W, None, (1, 1), (1, 1))
+    assert isinstance(ctx, numpy_chwn.Context)
+    with pytest.raises(TypeError, match="ctx must be the ConvContext that conv2d_forward"):
+        FAST.conv2d_backward(np.ones_like(y), ctx.col, W, x.shape, (1, 1), (1, 1))
