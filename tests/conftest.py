@@ -8,7 +8,10 @@
 - ``array-api-strict``: the Array API standard's strict implementation (always: it is in
   the dev extra), so no NumPy-only call can hide in the layers, nets or trainer;
 - ``torch-cpu``: PyTorch tensors through array-api-compat, when torch is installed;
-- ``cupy`` and ``cupy-reference``: when CuPy and a CUDA device work.
+- ``cupy`` and ``cupy-reference``: when CuPy and a CUDA device work;
+- ``cupy-standin``: the CuPy backend class and its CUDA kernels on tests/cupy_standin, a
+  CPU stand-in for CuPy (kernels built by the host C++ compiler), in every run. It checks
+  xpnet's glue and kernel arithmetic, not the GPU, CuPy's runtime or cuBLAS.
 (JAX runs its own file, tests/test_jax_backend.py: eager JAX is too slow for every test.)
 Unavailable ones are skipped with the reason. ``xp`` (the Array API namespace) and
 ``device`` are derived from it. While a test runs, `xpnet.using_device` makes the
@@ -21,6 +24,12 @@ import pytest
 import xpnet
 from xpnet import backend as B
 from xpnet.backend.libraries import CupyBackend, NumpyBackend
+
+from cupy_standin.backend import CupyStandinBackend
+from cupy_standin.pytest_plugin import (must_run, pytest_collection_modifyitems,  # noqa: F401
+                                        pytest_report_header, pytest_runtest_makereport)
+
+B.register(CupyStandinBackend)       # the cupy-standin case (tests only)
 
 
 def backend_cases():
@@ -97,8 +106,8 @@ def _params():
     params = []
     for case, device, b in backend_cases():
         ok, why = b.available()
-        marks = [pytest.mark.gpu] if b.types[0] != "cpu" else []
-        if not ok:
+        marks = [pytest.mark.gpu] if b.types[0] != "cpu" and not getattr(b, "standin", False) else []
+        if not ok and not must_run(b):
             marks.append(pytest.mark.skip(reason="%s backend: %s" % (case, why)))
         params.append(pytest.param((case, device), id=case, marks=marks))
     return params

@@ -126,19 +126,18 @@ def test_eager_on_numpy_and_jit_refused_where_there_is_no_compiler():
         compile_step(net, opt, mode="fast")
 
 
-def test_torch_stays_eager_unless_asked_and_falls_back_with_a_warning(monkeypatch):
+def test_torch_compile_falls_back_with_a_warning(monkeypatch):
     pytest.importorskip("torch")
     x, t = data()
     net, opt = conv_bn_net("torch:cpu"), xpnet.SGD(lr=0.1)
     ref_net, ref_opt = conv_bn_net("torch:cpu"), xpnet.SGD(lr=0.1)
-    assert compile_step(net, opt).mode == "eager"
+    assert compile_step(net, opt, mode="eager").mode == "eager"
 
     def broken(fn):
         def run(*a):
             raise RuntimeError("inductor: no C++ compiler")
         return run
     monkeypatch.setattr(xcompile._Torch, "compile", staticmethod(broken))
-    monkeypatch.setattr(xcompile._Torch, "pays", True)     # where it would pay
     step = compile_step(net, opt)
     assert step.mode == "torch.compile"
     with pytest.warns(CompileWarning, match=r"torch.compile failed \(RuntimeError: inductor: "
@@ -149,6 +148,21 @@ def test_torch_stays_eager_unless_asked_and_falls_back_with_a_warning(monkeypatc
     strict = compile_step(net, opt, mode="jit")
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
         strict(x, t)
+    assert opt.t == 1
+
+
+@pytest.mark.slow
+def test_torch_compile_step_equals_eager():       # minutes: inductor compiles many graphs
+    pytest.importorskip("torch")
+    batches = [data(seed=s) for s in range(2)]
+    net, opt = conv_bn_net("torch:cpu"), xpnet.Momentum(lr=0.05)
+    ref_net, ref_opt = conv_bn_net("torch:cpu"), xpnet.Momentum(lr=0.05)
+    step = compile_step(net, opt, mode="jit")
+    got = [step(x, t) for x, t in batches]
+    np.testing.assert_allclose(got, eager_steps(ref_net, ref_opt, batches), rtol=1e-5)
+    a, b = host(net.params), host(ref_net.params)
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
 
 
 def test_book_style_net_runs_eagerly():

@@ -526,11 +526,12 @@ def test_layer_fed_arrays_of_two_devices(backend):
         pytest.skip("needs the cupy backend")
     W = backend.asarray(np.zeros((3, 2)))
     layer = L.Affine(W, backend.asarray(np.zeros(2)))
+    gpu = backend.dev.name                   # gpu:0 (cupy-standin:0 on the stand-in)
     with pytest.raises(ValueError, match=r"Affine: input is on cpu but the parameters are on "
-                                         r"gpu:0; move one with xpnet.to_device"):
+                                         r"%s; move one with xpnet.to_device" % gpu):
         layer.forward(np.zeros((1, 3)))
     conv = L.Convolution(xpnet.to_device(np.zeros((1, 1, 2, 2)), "cpu"), None)
-    with pytest.raises(ValueError, match="input is on gpu:0 but the parameters are on cpu"):
+    with pytest.raises(ValueError, match="input is on %s but the parameters are on cpu" % gpu):
         conv.forward(backend.asarray(np.zeros((1, 1, 3, 3))))
 
 

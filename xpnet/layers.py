@@ -298,7 +298,10 @@ class SoftmaxWithLoss(Layer):
             t = xp.astype(_on_device_of(t, x), x.dtype)
         elif tx.isdtype(t.dtype, "integral") and tuple(t.shape) == (n,):
             F.check_labels(t, classes, "SoftmaxWithLoss")
-            t = xp.astype(_on_device_of(t, x), xp.int64)
+            # int64 indices (torch's gather wants them) where the device has them (JAX
+            # keeps them off unless x64 is on)
+            wide = "int64" in backend.device_of(x).dtypes
+            t = xp.astype(_on_device_of(t, x), xp.int64 if wide else xp.int32)
         else:
             raise ValueError("SoftmaxWithLoss: labels must be integer class indices of shape (%d,) "
                              "or one-hot/soft targets of shape %s, got dtype %s shape %s"

@@ -124,13 +124,10 @@ def _store(params, k, value):
     its arrays allow it, because the net's layers hold these very arrays; an xpnet net's
     ``params`` rebinds its layers' arrays, which immutable arrays (JAX) need."""
     p = params[k]
-    if isinstance(params, dict):
-        try:
-            p[...] = value
-            return
-        except (TypeError, ValueError, NotImplementedError):
-            pass             # immutable: rebinding is all there is
-    params[k] = value
+    if isinstance(params, dict) and device_of(p).mutable:
+        p[...] = value
+    else:
+        params[k] = value
 
 
 # ------------------------------------------------------------------ checks on data
