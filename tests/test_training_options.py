@@ -373,3 +373,63 @@ def test_curves_show_the_schedule_and_the_validation_split():
     assert lr_ax.get_ylabel() == "learning rate"
     labels = [ln.get_label() for ln in acc_ax.lines]
     assert "validation" in labels and "best epoch" in labels
+
+
+def test_tensorboard_without_tensorboardx_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ImportError, match=r"tensorboard= needs the tensorboardX package: "
+                                          r"pip install 'xpnet\[tensorboard\]'"):
+        Trainer(conv_net(), *make_images(), tensorboard=tmp_path, verbose=False)
+
+
+def test_tensorboard_by_hand_steps_and_resume_purges(tmp_path):
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    logdir = tmp_path / "tb"
+    kw = dict(epochs=2, mini_batch_size=100, verbose=False, tensorboard=logdir, seed=0)
+    tr = Trainer(conv_net(), *make_images(), checkpoint_dir=tmp_path, **kw)
+    for _ in range(4):                  # by hand: one epoch and a step of the next
+        tr.train_step()
+    tr._tb.close()
+    h = Trainer(conv_net(), *make_images(), resume=tmp_path, **kw).train()
+    acc = ea.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    loss = acc.Scalars("train/loss")    # step 4 of the first writer is purged
+    assert [e.step for e in loss] == list(range(1, 7))
+    assert [e.value for e in loss] == pytest.approx(h["train_loss"], rel=1e-6)
+
+
+def test_compile_true_with_xpnet_compile_step_equals_the_plain_step(tmp_path):
+    pytest.importorskip("xpnet.compile")
+    kw = dict(OPTIONS, epochs=3)
+    plain = conv_net()
+    h1 = Trainer(plain, *make_images(), **kw).train()
+    compiled = conv_net()
+    tr = Trainer(compiled, *make_images(), compile=True, checkpoint_dir=tmp_path, **kw)
+    h2 = tr.train()
+    assert h2["train_loss"] == h1["train_loss"] and h2["val_acc"] == h1["val_acc"]
+    assert h2["lr"] == h1["lr"]
+    same_params(params_of(compiled), params_of(plain))
+
+
+def test_training_on_after_train_starts_from_the_last_epoch_not_the_best():
+    kw = dict(OPTIONS, early_stopping=None, augment=None, lr_schedule=None, seed=2)
+    whole = conv_net()
+    h1 = Trainer(whole, *make_images(), **dict(kw, epochs=4)).train()
+    net = conv_net()
+    tr = Trainer(net, *make_images(), **dict(kw, epochs=2))
+    assert tr.train()["best_epoch"] == 1        # so the net now holds epoch 1's parameters
+    tr.epochs = 4
+    h2 = tr.train()
+    assert h2["train_loss"] == h1["train_loss"] and h2["best_epoch"] == h1["best_epoch"]
+    same_params(params_of(net), params_of(whole))
+
+
+def test_all_options_on_every_backend(backend, tmp_path):
+    x, t, xt, tt = (backend.asarray(a) for a in make_images(n=200, n_test=50))
+    net = conv_net(device=backend.device)
+    h = Trainer(net, x, t, xt, tt, checkpoint_dir=tmp_path,
+                **dict(OPTIONS, epochs=2, augment="shift:1,flip,erase:0.5,rotate:10")).train()
+    assert len(h["val_acc"]) == 2 and len(h["lr"]) == len(h["train_loss"]) == 8
+    assert h["best_epoch"] in (1, 2) and (tmp_path / "best.npz").exists()
+    best, _ = load_arrays(tmp_path / "best.npz")
+    same_params({k: best[k] for k in net.params}, params_of(net))

@@ -97,8 +97,8 @@ def plot_history(history=None, path=None, title=None, *, train_loss=None, train_
         if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
             ax1.set_yscale("log")
         ax1.legend()
-    lrs = h.get("lr") or []
-    if train_loss is None and lrs and len(set(lrs)) > 1:   # a schedule: show it
+    lrs = [np.nan if v is None else v for v in h.get("lr") or []]
+    if train_loss is None and len({v for v in lrs if v == v}) > 1:   # a schedule: show it
         ax3 = ax1.twinx()
         ax3.plot(np.arange(1, len(lrs) + 1), lrs, color="tab:orange", lw=1.0)
         ax3.set_ylabel("learning rate", color="tab:orange")

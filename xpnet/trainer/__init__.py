@@ -13,6 +13,10 @@ docs/training.md:
   of each epoch, so its last entry predates the last epoch);
 - losses stay on the net's device and are read back every ``log_every`` steps.
 
+Options beyond the book: ``lr_schedule`` (`schedules`), ``augment`` (`augment`),
+``val_split`` and ``early_stopping`` (`validation`), a CSV log always and
+``tensorboard`` (`logs`), ``compile`` (`steps`); all resume exactly.
+
 This file only re-exports the public names; it must hold no logic.
 """
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, find_checkpoint

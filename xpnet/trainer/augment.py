@@ -129,12 +129,21 @@ class Augment:
         si = xp.round(cos * yy + sin * xx + cy)     # positive angles turn anticlockwise
         sj = xp.round(cos * xx - sin * yy + cx)
         inside = (si >= 0) & (si <= h - 1) & (sj >= 0) & (sj <= w - 1)
-        pix = xp.astype(xp.where(inside, si * w + sj, xp.zeros_like(si)), xp.int64)
-        img = xp.reshape(xp.arange(n * c, dtype=xp.int64, device=x.device), (n, c, 1, 1))
+        index = _index_dtype(xp)
+        pix = xp.astype(xp.where(inside, si * w + sj, xp.zeros_like(si)), index)
+        img = xp.reshape(xp.arange(n * c, dtype=index, device=x.device), (n, c, 1, 1))
         idx = img * (h * w) + xp.reshape(pix, (n, 1, h, w))
         out = xp.take(xp.reshape(x, (-1,)), xp.reshape(idx, (-1,)), axis=0)
         out = xp.reshape(out, (n, c, h, w))
         return out * xp.astype(xp.reshape(inside, (n, 1, h, w)), x.dtype)
+
+
+def _index_dtype(xp):
+    """The library's own index dtype (JAX: int32 unless 64-bit mode is on)."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
 
 
 def from_spec(spec):

@@ -71,9 +71,10 @@ def add_epoch(h, train_acc, test_acc, train_seconds, eval_seconds, epochs_done,
 
 
 def strict(h):
-    """A copy that strict JSON accepts: non-finite losses become null."""
+    """A copy that strict JSON accepts: non-finite losses (and unknown rates) become null."""
     h = dict(h)
-    h["train_loss"] = [v if v is None or math.isfinite(v) else None for v in h["train_loss"]]
+    for k in ("train_loss", "lr"):
+        h[k] = [v if v is None or math.isfinite(v) else None for v in h.get(k, [])]
     return h
 
 
@@ -88,4 +89,8 @@ def write(path, h):
 def restored_lists(stored):
     """The lists of a stored history (null losses back to NaN)."""
     stored = stored or {}
-    return {k: [float("nan") if v is None else v for v in stored.get(k, [])] for k in _LISTS}
+    lists = {k: [float("nan") if v is None else v for v in stored.get(k, [])] for k in _LISTS}
+    # a checkpoint from before rates were recorded: unknown (NaN) for its steps
+    missing = len(lists["train_loss"]) - len(lists["lr"])
+    lists["lr"] = [float("nan")] * max(0, missing) + lists["lr"]
+    return lists

@@ -3,7 +3,7 @@ TensorBoard event files (on request, through tensorboardX).
 
 The CSV is rewritten atomically from the history after every epoch, so it always
 agrees with history.json, also after a resume. TensorBoard files are append-only:
-a resumed run opens its writer with ``purge_step`` at the resumed step, so
+a resumed run opens its writer with ``purge_step`` just after the resumed step, so
 TensorBoard drops what the first run logged after its checkpoint. Display only: it is
 given Python numbers and host arrays, never decides anything about training.
 """
@@ -81,17 +81,26 @@ class TensorBoard:
     ``epoch/step_seconds``; with `histograms`, ``weights/<name>`` and
     ``grads/<name>`` at each epoch's end. The x axis is the optimizer step."""
 
+    _opened = 0
+
     def __init__(self, logdir, histograms=False):
         self.logdir, self.histograms = os.fspath(logdir), bool(histograms)
         self._cls = _writer_class()     # a missing package is named at construction
         self._w = None
 
     def open(self, resumed_step=0):
+        """Start a writer; after a resume at step S, TensorBoard drops the events of
+        steps after S that an earlier writer left. One file per writer (the pid and
+        a count in its name: two writers in one second must not share a file)."""
         if self._w is None:
-            self._w = self._cls(self.logdir, purge_step=resumed_step or None)
+            TensorBoard._opened += 1
+            self._w = self._cls(self.logdir, purge_step=resumed_step + 1 if resumed_step
+                                else None,
+                                filename_suffix=".%d.%d" % (os.getpid(), TensorBoard._opened))
 
     def steps(self, first, losses, lrs):
         """Losses of steps ``first+1 ...`` and the learning rates they were taken at."""
+        self.open(first)        # `train_step` called by hand, outside `train`
         for k, v in enumerate(losses):
             if math.isfinite(v):
                 self._w.add_scalar("train/loss", v, first + k + 1)
@@ -100,6 +109,7 @@ class TensorBoard:
 
     def epoch(self, row, params=None, grads=None):
         step = row["step"]
+        self.open(step)
         for key in ("train_acc", "val_acc", "test_acc", "step_seconds", "train_loss"):
             if row.get(key) is not None:
                 self._w.add_scalar("epoch/" + key, row[key], step)

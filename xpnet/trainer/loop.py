@@ -168,6 +168,8 @@ class Trainer:
         self.history["status"] = "running"
         self.history["config"]["epochs"] = self.epochs
         self._in_step = False
+        if self._best is not None and self._best.take_back(self.network, self.device):
+            self._stepper.reset()       # train on from the last epoch, not the best
         if self._tb is not None:
             self._tb.open(self.current_iter)
         try:

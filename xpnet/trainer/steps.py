@@ -131,6 +131,12 @@ class CompiledStep(LocalStep):
         import xpnet
         self._compile = getattr(xpnet, "compile_step", None)
         if self._compile is None:
+            try:
+                from ..compile import compile_step as found
+            except ImportError:
+                found = None
+            self._compile = found
+        if self._compile is None:
             raise RuntimeError("Trainer: compile=True needs xpnet.compile_step, which this "
                                "xpnet does not have; train without compile")
         self._fn = None

@@ -48,6 +48,13 @@ def _state(net):
     return net.state_dict() if hasattr(net, "state_dict") else arrays.host_copy(net.params)
 
 
+def _load(net, state, device):
+    if hasattr(net, "load_state_dict"):
+        net.load_state_dict(state)
+    else:
+        arrays.load_params(net.params, state, device)
+
+
 class Best:
     """The best epoch so far by validation accuracy; `patience` (epochs, or None for
     never) stops training after that many epochs without a better one."""
@@ -57,6 +64,7 @@ class Best:
         self.epoch = self.acc = None
         self.bad_epochs = 0
         self.state = None           # host arrays by name
+        self.last = None            # the last epoch's, while the best is put back
 
     def update(self, epoch, acc, net):
         """Record epoch `epoch`'s accuracy; True when it is the new best (state copied)."""
@@ -72,13 +80,20 @@ class Best:
         return self.patience is not None and self.bad_epochs >= self.patience
 
     def put_back(self, net, device):
-        """Load the best epoch's state into `net` (no-op before the first epoch)."""
+        """Load the best epoch's state into `net` (no-op before the first epoch); the
+        last epoch's is kept for `take_back`, should training go on."""
         if self.state is None:
             return False
-        if hasattr(net, "load_state_dict"):
-            net.load_state_dict(self.state)
-        else:
-            arrays.load_params(net.params, self.state, device)
+        self.last = _state(net)
+        _load(net, self.state, device)
+        return True
+
+    def take_back(self, net, device):
+        """Undo `put_back` (training goes on from the last epoch); True if it did."""
+        last, self.last = self.last, None
+        if last is None:
+            return False
+        _load(net, last, device)
         return True
 
     # -- checkpoints: the JSON part and the arrays ("best/<name>")
