@@ -98,6 +98,19 @@ def test_the_seam_names_no_library_outside_the_library_classes():
     assert offenders == []
 
 
+def test_bench_and_distributed_ask_the_device_class():
+    """The benchmark and the distributed code ask the device's class (is_gpu, nccl,
+    memory_pool, torch_place, ...) instead of branching on its library or kind."""
+    pattern = re.compile(r"\b(dev|device)\.(kind|library|type)\s*[!=]=|"
+                         r"getattr\(\w+, .(kind|library|type).|load_library\(\s*.cupy")
+    offenders = []
+    for rel in ("bench/report.py", "bench/runner.py", "distributed/sharding.py",
+                "distributed/optimizer.py"):
+        for m in pattern.finditer((PKG / rel).read_text()):
+            offenders.append("%s: %s" % (rel, m.group(0)))
+    assert offenders == []
+
+
 # ---------------------------------------------------------------- training, checkpoints
 
 def _sample():

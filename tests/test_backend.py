@@ -460,3 +460,17 @@ def test_classes_answer_what_the_bench_and_distributed_ask():
     if HAS_TORCH:
         assert ask(xpnet.Device("torch", 1, type="cuda")) == ("cuda:1", False)
         assert ask(xpnet.get_device("torch:cpu")) == ("cpu", False)
+
+
+def test_classes_answer_gpu_and_memory_questions():
+    """Whether a device is a GPU (one per rank) and how the bench reads its memory."""
+    def ask(dev):
+        return dev.backend.is_gpu(dev), dev.backend.tracemalloc_counted
+    assert ask(xpnet.Device("gpu", 1)) == (True, False)
+    assert ask(xpnet.CPU) == (False, True)
+    assert ask(xpnet.get_device("array-api-strict:device1")) == (False, False)
+    assert xpnet.CPU.backend.memory_pool(xpnet.CPU) is None
+    assert xpnet.CPU.backend.report_facts(xpnet.CPU) == {}
+    if HAS_TORCH:
+        assert ask(xpnet.Device("torch", 1, type="cuda")) == (True, False)
+        assert ask(xpnet.get_device("torch:cpu")) == (False, False)

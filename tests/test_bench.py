@@ -193,17 +193,20 @@ def test_subcommand_hooks_work_on_a_subparser(capsys):
 
 # --------------------------------------------------------------------------- without PyTorch
 
-def test_no_torch_prints_one_message_and_the_xpnet_rows(monkeypatch, capsys):
+def test_no_torch_fails_early_naming_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)     # `import torch` now raises ImportError
-    assert bench.main(_TINY + ["--vs", "torch"]) == 0
+    monkeypatch.setattr(bench.command, "run_bench",
+                        lambda *a, **k: pytest.fail("the bench ran without PyTorch"))
+    assert bench.main(_TINY + ["--vs", "torch"]) == 2
     cap = capsys.readouterr()
-    assert cap.err.count("PyTorch can't be imported") == 1
-    assert "ModuleNotFoundError" in cap.err and "pip install torch" in cap.err
-    rows = [l.split() for l in cap.out.splitlines() if l.startswith("MultiLayerNet")]
-    assert len(rows) == 2
-    assert all(r[6] == "-" and r[9] == "-" for r in rows)   # torch ms, ratio
-    assert "PyTorch: not available" in cap.out
+    assert cap.out == ""
+    assert cap.err.count("error: --vs torch needs PyTorch") == 1
+    assert "ModuleNotFoundError" in cap.err and '.[bench]' in cap.err
+    assert "Traceback" not in cap.err
 
+
+def test_no_torch_run_bench_logs_once_and_gives_the_xpnet_rows(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
     msgs = []
     rows = bench.run_bench(models="mlp", batch_sizes=[2], infer_batch=0, vs_torch=True,
                            quick=True, device="cpu", log=msgs.append)

@@ -15,6 +15,7 @@ import xpnet
 from xpnet import conv, layers
 from xpnet.backend import cpu_pool as pool
 from xpnet.backend import cpu_threads as parallel
+from xpnet.backend import numpy_chwn
 from xpnet.nets import DeepConvNet, MultiLayerNet, SimpleConvNet
 
 from test_conv import CONV_CASES, POOL_CASES
@@ -588,7 +589,8 @@ def test_deep_conv_net_gradient_threaded_matches_serial(threads):
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
 
 
-def test_conv_context_slices_follow_the_forward_plan(threads):
+def test_conv_context_slices_follow_the_forward_plan(threads, monkeypatch):
+    monkeypatch.setattr(numpy_chwn, "ENABLED", False)   # the (N, C, H, W) path's batch slices
     threads(3)
     x = np.random.default_rng(4).random((7, 2, 6, 6))
     W = np.random.default_rng(5).random((3, 2, 3, 3))
@@ -684,7 +686,8 @@ def test_scratch_of_ended_threads_is_dropped():
     assert fast._scratch_bufs == {}
 
 
-def test_conv_backward_rejects_a_raw_column_array():
+def test_conv_backward_rejects_a_raw_column_array(monkeypatch):
+    monkeypatch.setattr(numpy_chwn, "ENABLED", False)   # the (N, C, H, W) path's columns
     x = np.ones((2, 1, 4, 4))
     W = np.ones((1, 1, 3, 3))
     y, ctx = conv.conv2d_forward(x, W, None)

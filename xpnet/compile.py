@@ -152,8 +152,7 @@ class Step:
             if t.ndim != 1:
                 raise ValueError("SoftmaxWithLoss: integer labels must have shape (%d,), got %s"
                                  % (n, tuple(t.shape)))
-            if backend.on_host(t):
-                F.check_labels(t, classes, "SoftmaxWithLoss")
+            F.check_labels(t, classes, "SoftmaxWithLoss")
             self._one_hot = classes      # made in the program: no label read there
         else:
             self._one_hot = None

@@ -82,12 +82,16 @@ def log_softmax(x, axis=-1):
 def check_labels(t, num_classes, what="labels"):
     """Raise a ValueError naming the first integer label outside ``[0, num_classes)``.
 
-    Checked where reading the labels is free (host memory); labels already on a GPU are
-    not read back (that would wait for the GPU each step): the Trainer checks its data
-    once, up front."""
-    if not backend.on_host(t) or t.ndim == 0 or t.shape[0] == 0:
+    Labels on a device are checked too, by one min/max reduction there and one read of
+    two numbers: a GPU library wraps an out-of-range index, so an unchecked label would
+    give a silently wrong loss."""
+    if t.ndim == 0 or t.shape[0] == 0:
         return t
     xp = backend.namespace(t)
+    if not backend.on_host(t):
+        lo, hi = backend.asnumpy(xp.stack([xp.min(t), xp.max(t)])).tolist()
+        if 0 <= lo and hi < num_classes:
+            return t
     bad = (t < 0) | (t >= num_classes)
     if bool(xp.any(bad)):
         i = int(xp.argmax(xp.astype(bad, xp.int8)))

@@ -28,6 +28,7 @@ class CupyStandinBackend(CupyBackend):
     modules = ("cupy_standin",)
     auto = 0
     standin = True        # tests/conftest.py: runs without a GPU, so no `gpu` mark
+    nccl = False          # no NCCL in the stand-in: a distributed run all-reduces over MPI
 
     def test_cases(self):
         return [(NAME, NAME)]

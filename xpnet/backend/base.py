@@ -43,6 +43,7 @@ class Backend:
     auto = 0               # rank for ``auto`` (0: never chosen by it)
     kernels = None         # fast kernel provider class (None: the reference kernels)
     nccl = False           # its device arrays can be all-reduced by NCCL (distributed)
+    tracemalloc_counted = False  # its arrays' memory shows in tracemalloc (bench memory)
 
     def __init__(self):
         self._module = None
@@ -191,6 +192,19 @@ class Backend:
     def hardware_name(self, dev):
         """The accelerator's name ('NVIDIA H100 ...') for reports, or None on the host."""
         return None
+
+    def is_gpu(self, dev):
+        """True when `dev` is a GPU: one per distributed rank, counted before the ranks start."""
+        return False
+
+    def memory_pool(self, dev):
+        """``(release_unused, total_bytes)`` of the library's device memory pool, or None
+        where it keeps none that xpnet reads (the bench's memory column)."""
+        return None
+
+    def report_facts(self, dev):
+        """Extra ``{name: value}`` facts about the library for benchmark reports."""
+        return {}
 
     def torch_place(self, dev):
         """Where PyTorch would run the same work: ``'cpu'``, ``'cuda:N'``, ``'mps'`` (the

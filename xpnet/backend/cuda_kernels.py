@@ -28,7 +28,7 @@ import functools
 import numpy
 
 from .cuda_rules import TracedRule, UnsupportedRuleError, count_scalars, trace_rule
-from .cuda_sources import (KERNEL_NAMES, _ctype, _update_name, _update_source, kernel_sources,
+from .cuda_sources import (KERNEL_NAMES, _CTYPES, _ctype, _update_name, _update_source, kernel_sources,
                            render_source)
 from .geometry import geometry, pool_geometry
 from .reference import ReferenceKernels
@@ -89,6 +89,19 @@ def _update_kernel(cp, rule, n_state, n_scalars, dtype_name, index):
     return cp.RawKernel(src, _update_name(rule))
 
 # ---------------------------------------------------------------- the provider
+
+def _kernel_dtypes(*at):
+    """For a method whose arguments at positions `at` fix its kernels' T: any other dtype
+    (float16) runs the parent class's method (the reference kernels) instead."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            if all(numpy.dtype(args[i].dtype).name in _CTYPES for i in at):
+                return method(self, *args, **kwargs)
+            return getattr(super(CudaKernels, self), method.__name__)(*args, **kwargs)
+        return run
+    return wrap
+
 
 class CudaKernels(ReferenceKernels):
     """The CUDA provider. Its array module is ``self.cp``, the one its backend class
@@ -160,12 +173,14 @@ class CudaKernels(ReferenceKernels):
              (col.size,))
         return img
 
+    @_kernel_dtypes(0)
     def relu_forward(self, x):
         x = _contiguous(x)
         y = self.cp.empty_like(x)
         self._run("xpnet_relu_fwd", x.size, (x, y), (), ())
         return y, y
 
+    @_kernel_dtypes(0, 1)
     def relu_backward(self, dy, y):
         dy = _contiguous(dy)
         y = _contiguous(y if y.dtype == dy.dtype else y.astype(dy.dtype))
@@ -185,12 +200,14 @@ class CudaKernels(ReferenceKernels):
         dx = dy @ W.T if need_dx else None
         return dx, dW, db
 
+    @_kernel_dtypes(0)
     def im2col(self, x, kh, kw, stride, pad, pad_value=0.0):
         """(N, C, H, W) -> the book's (N*OH*OW, C*KH*KW), rows (n, oy, ox), columns (c, ky, kx)."""
         col = self._im2col_cnhw(x, kh, kw, stride, pad, pad_value)
         C, _, _, N, oh, ow = col.shape
         return _contiguous(col.transpose(3, 4, 5, 0, 1, 2)).reshape(N * oh * ow, C * kh * kw)
 
+    @_kernel_dtypes(0)
     def col2im(self, col, x_shape, kh, kw, stride, pad):
         """Adjoint of `im2col`: overlapping window entries are summed."""
         N, C, H, W, sy, sx, ph, pw, oh, ow = geometry(x_shape, kh, kw, stride, pad, "col2im")
@@ -200,6 +217,7 @@ class CudaKernels(ReferenceKernels):
         c6 = col.reshape(N, oh, ow, C, kh, kw).transpose(3, 4, 5, 0, 1, 2)
         return self._col2im_cnhw(c6, x_shape, kh, kw, stride, pad)
 
+    @_kernel_dtypes(0, 1)
     def conv2d_forward(self, x, W, b, stride, pad, workspace=None):
         """``y (N, FN, OH, OW)`` = conv(x, W) + b: im2col, one GEMM, one transposing copy.
         ctx is the column array (reused from `workspace` by the next forward)."""
@@ -213,6 +231,7 @@ class CudaKernels(ReferenceKernels):
             y += b.reshape(FN, 1)
         return _contiguous(y.reshape(FN, N, oh, ow).transpose(1, 0, 2, 3)), col
 
+    @_kernel_dtypes(0, 2)
     def conv2d_backward(self, dy, ctx, W, x_shape, stride, pad, need_dx=True, workspace=None):
         """``(dx or None, dW, db)`` of `conv2d_forward`; `ctx` is its column array."""
         FN, C, kh, kw = W.shape
@@ -235,6 +254,7 @@ class CudaKernels(ReferenceKernels):
         self.cp.matmul(W.reshape(FN, K).T, dy2, out=dcol)
         return self._col2im_cnhw(dcol.reshape(ctx.shape), x_shape, kh, kw, stride, pad), dW, db
 
+    @_kernel_dtypes(0)
     def max_pool_forward(self, x, kh, kw, stride, pad):
         """Max over each window, padding -inf; ctx: int32 tap of the first maximum."""
         N, C, H, W, sy, sx, ph, pw, oh, ow = pool_geometry(x.shape, kh, kw, stride, pad)
@@ -246,6 +266,7 @@ class CudaKernels(ReferenceKernels):
                                                                       ph, pw), (x.size,))
         return y, arg
 
+    @_kernel_dtypes(0)
     def max_pool_backward(self, dy, arg, x_shape, kh, kw, stride, pad):
         N, C, H, W, sy, sx, ph, pw, oh, ow = pool_geometry(x_shape, kh, kw, stride, pad)
         dy = _contiguous(dy)
@@ -254,6 +275,7 @@ class CudaKernels(ReferenceKernels):
              _window_args(H, W, kh, kw, oh, ow, sy, sx, ph, pw), (dy.size,))
         return dx
 
+    @_kernel_dtypes(0)
     def avg_pool_forward(self, x, kh, kw, stride, pad):
         """Mean of each window; zero padding counts in the divisor (``kh*kw``)."""
         N, C, H, W, sy, sx, ph, pw, oh, ow = pool_geometry(x.shape, kh, kw, stride, pad)
@@ -263,6 +285,7 @@ class CudaKernels(ReferenceKernels):
                   _window_args(H, W, kh, kw, oh, ow, sy, sx, ph, pw), (x.size,))
         return y
 
+    @_kernel_dtypes(0)
     def avg_pool_backward(self, dy, x_shape, kh, kw, stride, pad):
         N, C, H, W, sy, sx, ph, pw, oh, ow = pool_geometry(x_shape, kh, kw, stride, pad)
         dy = _contiguous(dy)
@@ -275,6 +298,7 @@ class CudaKernels(ReferenceKernels):
         """Nothing to set up around a pass on the GPU."""
         return contextlib.nullcontext()
 
+    @_kernel_dtypes(1)
     def apply_update(self, rule, p, g, state, scalars):
         """One optimizer step as one fused kernel: `p` and each array of `state` (a dict,
         in the rule's order) are updated in place from ``rule(xp, p, g, *state, *scalars)``;

@@ -27,6 +27,7 @@ class NumpyBackend(Backend):
     module = "numpy"
     install = "pip install numpy"
     modules = ("numpy",)
+    tracemalloc_counted = True
 
     def __init__(self):
         super().__init__()
@@ -159,6 +160,21 @@ class CupyBackend(Backend):
     def torch_place(self, dev):
         return "cuda:%d" % dev.id
 
+    def is_gpu(self, dev):
+        return True
+
+    def memory_pool(self, dev):
+        pool = self.load().get_default_memory_pool()
+        return pool.free_all_blocks, pool.total_bytes
+
+    def report_facts(self, dev):
+        cp = self.load()
+        try:
+            runtime = cp.cuda.runtime.runtimeGetVersion()
+        except Exception:   # informative only
+            runtime = None
+        return {"cupy": cp.__version__, "cuda_runtime": runtime}
+
     def namespace(self):
         import array_api_compat.cupy as ns
         return ns
@@ -254,6 +270,9 @@ class TorchBackend(Backend):
 
     def torch_place(self, dev):
         return str(self.native(dev))
+
+    def is_gpu(self, dev):
+        return dev.type == "cuda"
 
     def no_float64(self, dev):
         return "PyTorch's MPS backend has no float64"

@@ -20,6 +20,7 @@ import threading
 import numpy
 
 from . import cpu_threads as parallel
+from . import numpy_chwn, numpy_pool
 from .reference import ReferenceKernels
 from .geometry import geometry as _geometry, pool_geometry as _pool_geometry
 
@@ -287,9 +288,10 @@ class NumpyKernels(ReferenceKernels):
 
     def relu_forward(self, x):
         # Multiplying by a bool mask is ~10x faster in NumPy than selecting with where.
-        out = xp.empty_like(x)
-        mask = xp.empty(x.shape, dtype=bool)
-        x1, out1, mask1 = (a.reshape(1) if a.ndim == 0 else a for a in (x, out, mask))
+        out = xp.empty_like(x)                    # in x's layout (numpy_chwn's too)
+        mask = xp.empty_like(x, dtype=bool)
+        x1, out1, mask1 = (a.reshape(1) if a.ndim == 0 else a
+                           for a in numpy_chwn.c_major(x, out, mask))
 
         def part(i, a, e):
             xp.maximum(x1[a:e], x.dtype.type(0), out=out1[a:e])
@@ -299,8 +301,9 @@ class NumpyKernels(ReferenceKernels):
         return out, mask
 
     def relu_backward(self, dy, mask):
-        dx = xp.empty(dy.shape, dtype=xp.result_type(dy.dtype, mask.dtype))
-        d1, m1, dx1 = (a.reshape(1) if a.ndim == 0 else a for a in (dy, mask, dx))
+        dx = xp.empty_like(dy, dtype=xp.result_type(dy.dtype, mask.dtype))
+        d1, m1, dx1 = (a.reshape(1) if a.ndim == 0 else a
+                       for a in numpy_chwn.c_major(dy, mask, dx))
         _batch_parallel(d1, lambda i, a, e: xp.multiply(d1[a:e], m1[a:e], out=dx1[a:e]))
         return dx
 
@@ -365,6 +368,8 @@ class NumpyKernels(ReferenceKernels):
 
         Returns ``(y, ctx)``; pass `ctx` to `conv2d_backward`. A `workspace` dict
         (one per layer) lets the large column buffers be reused between steps."""
+        if numpy_chwn.applies(x, W, stride, pad):
+            return numpy_chwn.conv2d_forward(x, W, b, pad, workspace)
         FN, C, kh, kw = W.shape
         W2 = W.reshape(FN, -1)
         N, _, _, _, _, _, _, _, oh, ow = _geometry(x.shape, kh, kw, stride, pad, "Convolution")
@@ -384,6 +389,8 @@ class NumpyKernels(ReferenceKernels):
 
     def conv2d_backward(self, dy, ctx, W, x_shape, stride=1, pad=0, need_dx=True, workspace=None):
         """Gradients ``(dx, dW, db)`` of `conv2d_forward` (dx is None if not `need_dx`)."""
+        if isinstance(ctx, numpy_chwn.Context):
+            return numpy_chwn.conv2d_backward(dy, ctx, W, x_shape, pad, need_dx)
         if not isinstance(ctx, ConvContext):
             raise TypeError("conv2d_backward: ctx must be the ConvContext that conv2d_forward "
                             "returned with y, got %s" % type(ctx).__name__)
@@ -440,25 +447,33 @@ class NumpyKernels(ReferenceKernels):
         by comparison, which is cheaper than tracking the index through strided slices."""
         N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x.shape, kh, kw, stride, pad, "Pooling")
         xpd = _pad(x, ph, pw, -xp.inf)
-        y = xp.empty((N, C, oh, ow), dtype=x.dtype)
+        y = numpy_chwn.empty_as(xpd, (N, C, oh, ow))
+        xm, ym = numpy_chwn.c_major(xpd, y)      # split over the outer axis in memory
 
         def part(i, a, e):
-            win = [xpd[a:e, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
+            win = [xm[a:e, :, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx]
                    for ky in range(kh) for kx in range(kw)]
             if len(win) == 1:
-                y[a:e] = win[0]
+                ym[a:e] = win[0]
                 return
-            xp.maximum(win[0], win[1], out=y[a:e])
+            xp.maximum(win[0], win[1], out=ym[a:e])
             for v in win[2:]:
-                xp.maximum(y[a:e], v, out=y[a:e])
+                xp.maximum(ym[a:e], v, out=ym[a:e])
 
-        parallel.run(parallel.plan(N, y.size * kh * kw, _MIN_ELEMENTS), part)
+        parallel.run(parallel.plan(xm.shape[0], y.size * kh * kw, _MIN_ELEMENTS), part)
         return y, (xpd, y)
 
     def max_pool_backward(self, dy, ctx, x_shape, kh, kw, stride, pad=0):
         """Gradient of `max_pool_forward`, given the `ctx` it returned."""
         N, C, H, W, sy, sx, ph, pw, oh, ow = _pool_geometry(x_shape, kh, kw, stride, pad, "Pooling")
         xpd, y = ctx
+        if numpy_pool.applies(x_shape, kh, kw, (sy, sx), (ph, pw)) and dy.dtype == xpd.dtype:
+            dx = numpy_chwn.empty_as(xpd, x_shape, dy.dtype)
+            dy = numpy_chwn.like(dy, xpd)       # one copy, not four strided passes
+            xm, ym, dym, dxm = numpy_chwn.c_major(xpd, y, dy, dx)
+            parallel.run(parallel.plan(xm.shape[0], dx.size, _MIN_ELEMENTS), lambda i, a, e:
+                         numpy_pool.max_pool2_backward(dym[a:e], xm[a:e], ym[a:e], dxm[a:e]))
+            return dx
         overlap = sy < kh or sx < kw
         covered = not (overlap or ph or pw or sy > kh or sx > kw
                        or (H - kh) % sy or (W - kw) % sx)

@@ -98,9 +98,20 @@ def run_from_args(args):
     """Run the benchmark from parsed arguments; returns the exit status."""
     vs_torch = args.vs == "torch"
     threads = getattr(args, "threads", None)
+    torch = None
+    if vs_torch:
+        # Fail before any timing: the xpnet rows alone would run the whole bench (GBs at
+        # batch 1000) for a comparison that can't happen.
+        torch, why = import_torch()
+        if torch is None:
+            print("xpnet bench: error: --vs torch needs PyTorch, which can't be imported (%s). "
+                  "Install the bench extra (`pip install -e \".[bench]\"` in the xpnet "
+                  "checkout, or `pip install torch --index-url "
+                  "https://download.pytorch.org/whl/cpu`), or leave out --vs torch."
+                  % why, file=sys.stderr)
+            return 2
     if threads is not None:
         parallel.set_num_threads(threads)
-        torch, _ = import_torch() if vs_torch else (None, None)
         if torch is not None:
             torch.set_num_threads(threads)
     batch_sizes = _flatten(args.batch_sizes) or list(DEFAULT_BATCH_SIZES)

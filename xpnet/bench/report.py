@@ -55,18 +55,11 @@ def loadavg():
 
 
 def _accelerator_name(dev):
-    """The GPU's name for a CuPy or torch CUDA/MPS device, else None."""
+    """The accelerator's name (a GPU, MPS), else None (the host)."""
     try:
-        if dev.kind == "gpu":
-            name = dev.xp.cuda.runtime.getDeviceProperties(dev.id).get("name", b"")
-            return name.decode() if isinstance(name, bytes) else str(name)
-        if dev.kind == "torch" and dev.type == "cuda":
-            return dev.xp.cuda.get_device_name(dev.id)
-        if dev.kind == "torch" and dev.type == "mps":
-            return "Apple MPS"
+        return dev.backend.hardware_name(dev)
     except Exception as e:   # informative only
         return "unknown (%s)" % e
-    return None
 
 
 def collect_environment(device=None, vs_torch=False):
@@ -86,13 +79,9 @@ def collect_environment(device=None, vs_torch=False):
         "env": {k: os.environ[k] for k in _ENV_VARS if k in os.environ},
     }
     env["device_name"] = _accelerator_name(dev) or env["device_name"]
-    if dev.kind == "gpu":
-        cp = dev.xp
-        env["cupy"] = cp.__version__
-        try:
-            env["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
-        except Exception:   # informative only
-            env["cuda_runtime"] = None
+    env["memory_meter"] = ("pool" if dev.backend.memory_pool(dev) is not None
+                           else "tracemalloc" if dev.backend.tracemalloc_counted else None)
+    env.update(dev.backend.report_facts(dev))
     if vs_torch:
         torch, why = import_torch()
         if torch is None:
@@ -102,7 +91,7 @@ def collect_environment(device=None, vs_torch=False):
             env["torch"] = torch.__version__
             env["torch_threads"] = torch.get_num_threads()
             env["torch_cuda"] = torch.version.cuda
-            if dev.kind == "gpu" and torch.cuda.is_available():
+            if dev.backend.is_gpu(dev) and torch.cuda.is_available():
                 env["cudnn"] = torch.backends.cudnn.version()
                 env["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
     return env
@@ -161,11 +150,7 @@ def format_table(rows):
 
 
 def _device_line(env):
-    kind = env.get("device_kind", "cpu")
-    if kind == "gpu":
-        return "device %s: %s | CuPy %s" % (env["device"], env.get("device_name"),
-                                            env.get("cupy"))
-    if kind == "cpu":
+    if env.get("memory_meter") == "tracemalloc":      # the host: its CPU
         return "device %s: %s, %s CPUs usable%s" % (
             env["device"], env.get("cpu_model"), env.get("cpus_usable"),
             " (xpnet's reference kernels, fast paths off)" if env.get("reference_kernels")
@@ -175,11 +160,11 @@ def _device_line(env):
 
 
 def _memory_note(env):
-    kind = env.get("device_kind", "cpu")
-    if kind == "gpu":
+    meter = env.get("memory_meter")
+    if meter == "pool":
         return ("mem MB: CuPy memory pool total bytes (x), torch.cuda.max_memory_allocated "
                 "(t), over the row.")
-    if kind == "cpu":
+    if meter == "tracemalloc":
         return ("mem MB x: peak NumPy memory of a fresh net over two steps (parameters, "
                 "Adam state, caches, workspaces; tracemalloc); PyTorch keeps no CPU "
                 "allocator statistics (-).")
@@ -193,7 +178,7 @@ def describe(env, rows):
         env["xpnet"], env["python"], env["numpy"],
         " (%s %s)" % (env["blas"]["name"], env["blas"]["version"]) if env.get("blas") else "")]
     lines.append(_device_line(env))
-    if env.get("device_kind", "cpu") == "cpu":
+    if env.get("memory_meter") == "tracemalloc":       # NumPy's kernels: xpnet's threads
         th = env.get("xpnet_threads") or {}
         lines.append("xpnet CPU threads: %s%s" % (
             th.get("threads"), " (BLAS held at 1 thread inside conv nets' steps)"

@@ -79,16 +79,17 @@ def fresh_footprint(make_net, task, x, t):
 def _xpnet_memory(dev, task, x, t, make_net):
     """``(mem_reset, mem_read)`` for xpnet on `dev`, or ``(None, None)`` where this
     bench has no reading (PyTorch and array-api-strict devices)."""
-    if dev.kind == "gpu":
-        pool = dev.xp.get_default_memory_pool()
+    pool = dev.backend.memory_pool(dev)
+    if pool is not None:
+        release_unused, total_bytes = pool
 
         def mem_reset():
-            pool.free_all_blocks()   # unused blocks only; live arrays stay counted
+            release_unused()   # unused blocks only; live arrays stay counted
 
         def mem_read():
-            return {"peak_bytes": int(pool.total_bytes()), "peak_kind": "cupy pool total bytes"}
+            return {"peak_bytes": int(total_bytes()), "peak_kind": "cupy pool total bytes"}
         return mem_reset, mem_read
-    if dev.kind == "cpu":
+    if dev.backend.tracemalloc_counted:
         def mem_read():
             return {"peak_bytes": fresh_footprint(make_net, task, x, t),
                     "peak_kind": "numpy peak bytes of a fresh net over 2 steps (tracemalloc)"}
@@ -177,16 +178,15 @@ def _torch_setup(vs_torch, dev, log):
             "https://download.pytorch.org/whl/cpu` (CPU build) or `pip install -e \".[bench]\"` "
             "in the xpnet checkout." % why)
         return None, None
-    if dev.kind == "gpu":
-        if not torch.cuda.is_available():
-            log("--vs torch: this PyTorch (%s) can't use CUDA, so it can't run on %s; "
-                "showing xpnet rows only." % (torch.__version__, dev.name))
-            return None, None
-        return torch, torch.device("cuda", dev.id)
-    if dev.kind == "torch":
-        return torch, (torch.device("cuda", dev.id) if dev.type == "cuda"
-                       else torch.device(dev.type))
-    return torch, torch.device("cpu")
+    try:
+        tdev = torch.device(dev.backend.torch_place(dev))
+    except RuntimeError:        # a place PyTorch has no device for (a TPU): its CPU
+        tdev = torch.device("cpu")
+    if tdev.type == "cuda" and not torch.cuda.is_available():
+        log("--vs torch: this PyTorch (%s) can't use CUDA, so it can't run on %s; "
+            "showing xpnet rows only." % (torch.__version__, dev.name))
+        return None, None
+    return torch, tdev
 
 
 def run_bench(models=None, batch_sizes=DEFAULT_BATCH_SIZES, device=None, vs_torch=False,

@@ -14,8 +14,8 @@ step averages the gradients before every rank takes the same optimizer step::
 
 `Trainer(..., comm=comm)` does all of this (docs/distributed.md). The host side of
 MPI is NumPy buffers; device arrays cross to it through `asnumpy`/`to_device`, or,
-for CuPy arrays with NCCL, stay on the GPU (the one place outside xpnet/backend/ that
-asks which library an array is: NCCL takes CuPy pointers).
+where the device's class says its arrays all-reduce by NCCL (`Backend.nccl`: CuPy's),
+stay on the GPU.
 
 It must never do networking of its own (MPI and NCCL move every byte), never
 import mpi4py before `init` is called (``import xpnet`` stays MPI-free), and never

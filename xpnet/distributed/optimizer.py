@@ -173,7 +173,7 @@ class DistributedOptimizer:
         self.stats["bytes"] = buf.nbytes
         dev = device_of(params[keys[0]])
         nc = None
-        if dev.library == "cupy" and self.comm.size > 1:
+        if dev.backend.nccl and self.comm.size > 1:
             nc, why = self.comm.nccl(dev.id)
             self.stats["transport"] = "nccl" if nc is not None else "mpi (host staging): " + why
         else:
@@ -199,7 +199,7 @@ class DistributedOptimizer:
         self.comm.allreduce(buf, "the gradient all-reduce")
         self.stats["allreduce_seconds"] += time.perf_counter() - t0
         sums = [float(v) for v in buf[n:]]
-        flat = buf[:n] if dev.library == "numpy" else to_device(buf[:n], dev)
+        flat = to_device(buf[:n], dev)          # the host buffer itself on the host
         xp = namespace(flat)
         averaged, o = {}, 0
         for k, shape, size in zip(keys, shapes, sizes):
@@ -209,7 +209,7 @@ class DistributedOptimizer:
 
     def _nccl_allreduce(self, nc, dev, keys, shapes, sizes, n, grads, share, extras):
         # CuPy arrays, NCCL on this rank's GPU: the buffer never leaves the device.
-        cp = backend.load_library("cupy")
+        cp = dev.backend.load()
         nccl = cp.cuda.nccl
         with cp.cuda.Device(dev.id):
             xp = namespace(grads[keys[0]])

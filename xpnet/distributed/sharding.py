@@ -87,7 +87,7 @@ def device_for_rank(device, comm, gpu_count=None):
     (`Device.for_rank`: ``gpu:r``, ``torch:cuda:r``, ``array-api-strict:device{r+1}``);
     the host CPU is shared. DistributedError when this host has fewer such devices than
     ranks. `gpu_count` overrides the count of GPUs (tests)."""
-    if getattr(device, "type", None) == "cuda":
+    if isinstance(device, backend.Device) and device.backend.is_gpu(device):
         n = _gpu_count(device) if gpu_count is None else int(gpu_count)
         if n < comm.local_size:
             raise DistributedError(

@@ -19,7 +19,7 @@ Array API functions only, so it runs on NumPy, CuPy, PyTorch and array_api_stric
 """
 import math
 
-from ..backend import device_of, namespace, placement, to_device
+from ..backend import device_of, host_zeros, namespace, placement, to_device
 
 __all__ = ["Augment", "from_spec", "OPS"]
 
@@ -75,27 +75,27 @@ class Augment:
         """Per-image parameters for `n` images as a host float32 array (n, 9): dy, dx,
         cos, sin, flip, and the erased rectangle's rows y0:y1 and columns x0:x1
         (all 0: nothing erased). Always the same draws in the same order for one spec."""
-        import numpy    # host random numbers only; the pixel work below is Array API
-        p = numpy.zeros((n, 9), dtype=numpy.float64)
+        p = host_zeros((n, 9))      # host random numbers only; the pixel work is on x's device
+        hx = namespace(p)
         p[:, 2] = 1.0
         if self.shift:
             p[:, 0:2] = rng.integers(-self.shift, self.shift + 1, size=(n, 2))
         if self.rotate:
-            a = rng.uniform(-self.rotate, self.rotate, size=n) * (math.pi / 180)
-            p[:, 2], p[:, 3] = numpy.cos(a), numpy.sin(a)
+            a = hx.asarray(rng.uniform(-self.rotate, self.rotate, size=n) * (math.pi / 180))
+            p[:, 2], p[:, 3] = hx.cos(a), hx.sin(a)
         if self.flip:
             p[:, 4] = rng.random(n) < 0.5
         if self.erase:
-            on = rng.random(n) < self.erase
-            area = rng.uniform(0.02, 0.33, size=n) * (h * w)
-            ratio = numpy.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3), size=n))
-            eh = numpy.clip(numpy.round(numpy.sqrt(area * ratio)), 1, h).astype(numpy.int64)
-            ew = numpy.clip(numpy.round(numpy.sqrt(area / ratio)), 1, w).astype(numpy.int64)
-            y0 = numpy.floor(rng.random(n) * (h - eh + 1)).astype(numpy.int64)
-            x0 = numpy.floor(rng.random(n) * (w - ew + 1)).astype(numpy.int64)
-            p[:, 5], p[:, 6] = numpy.where(on, y0, 0), numpy.where(on, y0 + eh, 0)
-            p[:, 7], p[:, 8] = numpy.where(on, x0, 0), numpy.where(on, x0 + ew, 0)
-        return p.astype(numpy.float32)
+            on = hx.asarray(rng.random(n) < self.erase)
+            area = hx.asarray(rng.uniform(0.02, 0.33, size=n) * (h * w))
+            ratio = hx.exp(hx.asarray(rng.uniform(math.log(0.3), math.log(1 / 0.3), size=n)))
+            eh = hx.astype(hx.clip(hx.round(hx.sqrt(area * ratio)), 1, h), hx.int64)
+            ew = hx.astype(hx.clip(hx.round(hx.sqrt(area / ratio)), 1, w), hx.int64)
+            y0 = hx.astype(hx.floor(hx.asarray(rng.random(n)) * (h - eh + 1)), hx.int64)
+            x0 = hx.astype(hx.floor(hx.asarray(rng.random(n)) * (w - ew + 1)), hx.int64)
+            p[:, 5], p[:, 6] = hx.where(on, y0, 0), hx.where(on, y0 + eh, 0)
+            p[:, 7], p[:, 8] = hx.where(on, x0, 0), hx.where(on, x0 + ew, 0)
+        return hx.astype(p, hx.float32)
 
     # ---------------------------------------------------------------- the pixel work
     def __call__(self, x, rng, total=None, offset=0):
