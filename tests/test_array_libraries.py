@@ -128,15 +128,21 @@ def _train_simple_convnet(device, epochs=2):
     return tr, net.accuracy(xt, tt)
 
 
-def test_simple_convnet_trains_to_numpys_accuracy_on_every_library():
-    """Two epochs on the embedded MNIST sample (4,000 training images, 1,000 test)."""
+@pytest.fixture(scope="module")
+def numpy_accuracy():
     _, want = _train_simple_convnet("cpu")
     assert want > 0.85
-    for device in [d for d in OTHERS if d != "numpy-reference"]:
-        tr, acc = _train_simple_convnet(device)
-        assert abs(acc - want) <= 0.01, (device, acc, want)
-        assert tr.network.device == xpnet.get_device(device)
-        assert all(np.isfinite(tr.train_loss_list))
+    return want
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", [d for d in OTHERS if d != "numpy-reference"])
+def test_simple_convnet_trains_to_numpys_accuracy_on_every_library(device, numpy_accuracy):
+    """Two epochs on the embedded MNIST sample (4,000 training images, 1,000 test)."""
+    tr, acc = _train_simple_convnet(device)
+    assert abs(acc - numpy_accuracy) <= 0.01, (device, acc, numpy_accuracy)
+    assert tr.network.device == xpnet.get_device(device)
+    assert all(np.isfinite(tr.train_loss_list))
 
 
 def _bn_net(device):
