@@ -375,9 +375,9 @@ def test_non_numeric_dtypes_are_refused_from_the_header(tmp_path, dtype, word):
 
 
 def no_building(monkeypatch):
-    """Every ready net draws its weights through nets._weights: fail if one is drawn."""
-    monkeypatch.setattr(N, "_weights", lambda *a, **k: pytest.fail("a net was being built"))
-    monkeypatch.setattr(N, "_zeros", lambda *a, **k: pytest.fail("a net was being built"))
+    """Every ready net draws its weights through nets.book._weights: fail if one is drawn."""
+    monkeypatch.setattr(N.book, "_weights", lambda *a, **k: pytest.fail("a net was being built"))
+    monkeypatch.setattr(N.book, "_zeros", lambda *a, **k: pytest.fail("a net was being built"))
 
 
 def huge_arch_file(tmp_path, arch, name="huge.npz"):
