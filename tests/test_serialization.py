@@ -650,7 +650,7 @@ def test_read_meta_reads_no_array_data(tmp_path, monkeypatch):
 
 
 def test_too_many_zip_members_are_refused_before_listing_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "MAX_MEMBERS", 5)
+    monkeypatch.setattr(xpnet.npz, "MAX_MEMBERS", 5)
     p = tmp_path / "many.npz"
     p.write_bytes(raw_zip([stored("a%d.npy" % i, npy_header((0,))) for i in range(6)]))
     with pytest.raises(ValueError, match="lists 6 members, more than xpnet reads"):
