@@ -637,12 +637,12 @@ def test_eval_and_explain_of_a_file_naming_an_unknown_dataset(tmp_path, capsys):
 
 def test_convert_of_a_pickle_beyond_the_size_cap(tmp_path, capsys, monkeypatch):
     import pickle
-    from xpnet import nets
+    from xpnet.nets import build
     arrays = {"W1": np.zeros((30, 20), np.float32), "b1": np.zeros(20, np.float32),
               "W2": np.zeros((20, 10), np.float32), "b2": np.zeros(10, np.float32)}
     src = tmp_path / "book.pkl"
     src.write_bytes(pickle.dumps(arrays))
-    monkeypatch.setattr(nets, "MAX_PARAMETERS", 500)     # the cap, scaled down
+    monkeypatch.setattr(build, "MAX_PARAMETERS", 500)     # the cap, scaled down
     code, _, err = run(["convert", src, tmp_path / "new.npz"], capsys)
     one_line_error(code, err, "xpnet convert: error: %s: " % src, "MAX_PARAMETERS = 500")
     assert not (tmp_path / "new.npz").exists()

@@ -641,7 +641,7 @@ def test_concurrent_callers_share_the_pool(threads):
 @pytest.mark.parametrize("held", [True, False])
 def test_gemm_per_image_blocks(threads, monkeypatch, n, F, K, P, block, held):
     threads(2)
-    monkeypatch.setattr(xpnet.backend.numpy_fast, "_GEMM_BLOCK", block)
+    monkeypatch.setattr(xpnet.backend.numpy_columns, "_GEMM_BLOCK", block)
     rng = np.random.default_rng(n + F + K + P)
     Wm = rng.standard_normal((F, K))
     col2 = rng.standard_normal((K, n * P))
@@ -659,7 +659,7 @@ def test_gemm_per_image_blocks(threads, monkeypatch, n, F, K, P, block, held):
 @pytest.mark.parametrize("held", [True, False])
 def test_weight_grad_blocks(threads, monkeypatch, n, F, K, P, block, held):
     threads(2)
-    monkeypatch.setattr(xpnet.backend.numpy_fast, "_GEMM_BLOCK", block)
+    monkeypatch.setattr(xpnet.backend.numpy_columns, "_GEMM_BLOCK", block)
     rng = np.random.default_rng(n + F + K + P)
     col2 = rng.standard_normal((K, n * P))
     dy = rng.standard_normal((n, F, P // 4, 8))[:, :, :, ::2]     # not contiguous

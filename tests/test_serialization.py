@@ -375,9 +375,9 @@ def test_non_numeric_dtypes_are_refused_from_the_header(tmp_path, dtype, word):
 
 
 def no_building(monkeypatch):
-    """Every ready net draws its weights through nets._weights: fail if one is drawn."""
-    monkeypatch.setattr(N, "_weights", lambda *a, **k: pytest.fail("a net was being built"))
-    monkeypatch.setattr(N, "_zeros", lambda *a, **k: pytest.fail("a net was being built"))
+    """Every ready net draws its weights through nets.book._weights: fail if one is drawn."""
+    monkeypatch.setattr(N.book, "_weights", lambda *a, **k: pytest.fail("a net was being built"))
+    monkeypatch.setattr(N.book, "_zeros", lambda *a, **k: pytest.fail("a net was being built"))
 
 
 def huge_arch_file(tmp_path, arch, name="huge.npz"):
@@ -650,7 +650,7 @@ def test_read_meta_reads_no_array_data(tmp_path, monkeypatch):
 
 
 def test_too_many_zip_members_are_refused_before_listing_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "MAX_MEMBERS", 5)
+    monkeypatch.setattr(xpnet.npz, "MAX_MEMBERS", 5)
     p = tmp_path / "many.npz"
     p.write_bytes(raw_zip([stored("a%d.npy" % i, npy_header((0,))) for i in range(6)]))
     with pytest.raises(ValueError, match="lists 6 members, more than xpnet reads"):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from xpnet import registry
-from xpnet.backend import cpu_threads, numpy_chwn, numpy_fast
+from xpnet.backend import cpu_threads, numpy_chwn, numpy_columns, numpy_fast
 
 
 def _median_ms(ts):
@@ -74,7 +74,10 @@ def kernel_profile(net, x, t, repeats):
                     stack[-1] += dt
         return timed
 
-    owners = ([(numpy_fast, n) for n in _HELPERS] + [(numpy_chwn, n) for n in _CHWN]
+    # a helper is wrapped where it lives and where numpy_fast calls it by name
+    owners = ([(numpy_columns, n) for n in _HELPERS]
+              + [(numpy_fast, n) for n in _HELPERS if n in vars(numpy_fast)]
+              + [(numpy_chwn, n) for n in _CHWN]
               + [(numpy_fast.NumpyKernels, n) for n in _METHODS])
     for owner, name in owners:
         saved[owner, name] = vars(owner)[name]
