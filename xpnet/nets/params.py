@@ -119,7 +119,7 @@ def _check_param_values(name, a, allow_nonfinite=False):
     xp = backend.namespace(a)
     finite = xp.isfinite(a)
     if not allow_nonfinite and not bool(xp.all(finite)):
-        bad = int(xp.sum(xp.astype(~finite, xp.int64)))
+        bad = int(xp.sum(xp.astype(~finite, xp.int32)))
         raise ValueError("parameter %r holds %d NaN or infinite value%s; refusing to load it"
                          % (name, bad, "" if bad == 1 else "s"))
     if name.startswith("running_var") and bool(xp.any(a < 0)):

@@ -243,7 +243,7 @@ class Sequential:
                 tt = xp.argmax(tt, axis=1)
             else:
                 F.check_labels(tt, y.shape[1], "accuracy")
-            correct = correct + xp.sum(xp.astype(xp.argmax(y, axis=1) == tt, xp.int64))
+            correct = correct + xp.sum(xp.astype(xp.argmax(y, axis=1) == tt, xp.int32))   # int32: JAX without x64 has no int64
         return float(correct) / n
 
     def gradient(self, x, t):
