@@ -746,6 +746,7 @@ def test_resume_with_lr_applies_it_and_records_it(tmp_path, capsys):
 # ---------------------------------------------------------------- issue 23: the Trainer's options
 
 def test_schedule_augment_validation_and_tensorboard_reach_the_trainer(tmp_path, capsys):
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra is not installed")
     out, tb = tmp_path / "run", tmp_path / "tb"
     code, stdout, err = train_tiny(out, capsys, "--epochs", 2, "--schedule", "cosine",
                                    "--warmup", 1, "--augment", "shift:1", "--val-split", 0.2,
