@@ -5,11 +5,9 @@ It talks to the other ranks through the communicator it is given (`xpnet.distrib
 it imports no MPI itself."""
 import math
 
-import numpy
-
 from . import backend
 from . import layers as L
-from .backend import asnumpy, device_of, to_device
+from .backend import asnumpy, device_of, host_zeros, to_device
 
 __all__ = ["SyncBatchNormalization", "sync_batchnorm"]
 
@@ -51,7 +49,7 @@ class SyncBatchNormalization(L.BatchNormalization):
         xc = x - mu
         m2 = xp.sum(xc * xc, axis=axes)
         D = int(x.shape[1])
-        mine = numpy.empty(1 + 2 * D)
+        mine = host_zeros(1 + 2 * D)
         mine[0] = m
         mine[1:1 + D] = asnumpy(xp.reshape(mu, (-1,)))
         mine[1 + D:] = asnumpy(m2)
@@ -88,7 +86,7 @@ class SyncBatchNormalization(L.BatchNormalization):
         # one: the sums are weighted so, and the result is again per this rank's loss.
         D = int(xn.shape[1])
         w = m / float(n)
-        sums = numpy.empty(2 * D)
+        sums = host_zeros(2 * D)
         sums[:D] = asnumpy(xp.sum(dxn, axis=axes)) * w
         sums[D:] = asnumpy(xp.sum(dxn * xn, axis=axes)) * w
         self.comm.allreduce(sums, "synchronized BatchNorm's backward")
@@ -106,8 +104,8 @@ def _combine(rows, D):
     """Global count, mean and sum of squared deviations from the ranks' ``[count,
     means, squared deviations]`` rows, combined in rank order (the same on every rank)."""
     n = 0.0
-    mean = numpy.zeros(D)
-    sq = numpy.zeros(D)
+    mean = host_zeros(D)
+    sq = host_zeros(D)
     for row in rows:
         m = row[0]
         if m == 0:
