@@ -219,7 +219,12 @@ class Backend:
 
     def to_host(self, x):
         """A host NumPy array of `x` (may share memory), by DLPack."""
-        return numpy.from_dlpack(x)
+        try:
+            return numpy.from_dlpack(x)
+        except BufferError:
+            # NumPy 1.x exports no read-only array (such as one that came in by DLPack):
+            # a writable copy on the same device goes through
+            return numpy.from_dlpack(self.namespace().asarray(x, copy=True))
 
     def from_host(self, host, dev):
         """Host NumPy array `host` as an array on `dev`."""
