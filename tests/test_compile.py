@@ -170,4 +170,12 @@ def test_book_style_net_runs_eagerly():
     x, t = data(shape=(16,))
     assert compile_step(net, xpnet.SGD()).mode == "jax.jit"     # an xpnet Sequential
     with pytest.raises(TypeError, match="only xpnet nets"):
-        compile_step(type("BookNet", (), {"params": net.params})(), xpnet.SGD(), mode="jit")
+        compile_step(type("BookNet", (), {"params": net.params, "gradient": net.gradient})(), xpnet.SGD(), mode="jit")
+
+
+def test_compile_step_refuses_what_is_not_a_net_or_an_optimizer():
+    net = xpnet.TwoLayerNet(4, 3, 2)
+    with pytest.raises(TypeError, match="compile_step: net must be a net"):
+        xpnet.compile_step(None, xpnet.SGD())
+    with pytest.raises(TypeError, match="compile_step: optimizer must have update"):
+        xpnet.compile_step(net, "adam")

@@ -41,7 +41,14 @@ def compile_step(net, optimizer, mode="auto"):
     a failed compile raises) or ``'eager'``."""
     if mode not in ("auto", "jit", "eager"):
         raise ValueError("compile_step: mode must be 'auto', 'jit' or 'eager', got %r" % (mode,))
-    library = device_of(next(iter(net.params.values()))).library
+    params = getattr(net, "params", None)
+    if not params or not callable(getattr(net, "gradient", None)):
+        raise TypeError("compile_step: net must be a net with params and gradient(x, t), "
+                        "got %s" % type(net).__name__)
+    if not callable(getattr(optimizer, "update", None)):
+        raise TypeError("compile_step: optimizer must have update(params, grads) (an "
+                        "xpnet optimizer such as xpnet.Adam()), got %s" % type(optimizer).__name__)
+    library = device_of(next(iter(params.values()))).library
     compiler = _COMPILERS.get(library) if mode != "eager" else None
     if compiler is not None and mode == "auto" and not compiler.pays:
         compiler = None

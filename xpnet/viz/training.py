@@ -151,12 +151,7 @@ def image_grid(images, titles=None, path=None, ncols=10, title=None, cmap="gray_
 def plot_misclassified(x, t, y, class_names=None, path=None, max_images=100, ncols=10):
     """The first `max_images` images with ``y != t``, titled ``true -> predicted``.
     Returns the figure, or None when nothing is misclassified."""
-    t = asnumpy(t)
-    y = asnumpy(y)
-    if t.ndim == 2:
-        t = t.argmax(axis=1)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
+    t, y = _class_indices(t), _class_indices(y)
     if len(t) != len(y) or len(t) != len(x):
         raise ValueError("plot_misclassified: %d images, %d labels, %d predictions"
                          % (len(x), len(t), len(y)))
@@ -195,12 +190,7 @@ def activation_histograms(activations, path=None, bins=30, range=(0, 1), title=N
 
 def confusion_matrix(t, y, n_classes=None):
     """Counts ``cm[true, predicted]`` (int64). One-hot arrays are accepted."""
-    t = asnumpy(t)
-    y = asnumpy(y)
-    if t.ndim == 2:
-        t = t.argmax(axis=1)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
+    t, y = _class_indices(t), _class_indices(y)
     if t.shape != y.shape:
         raise ValueError("confusion_matrix: %d labels but %d predictions" % (len(t), len(y)))
     t = t.astype(np.int64)
@@ -251,3 +241,9 @@ def plot_confusion_matrix(cm, class_names=None, path=None, normalize=False, titl
         ax.set_title(title)
     fig.tight_layout()
     return _done(fig, path)
+
+
+def _class_indices(a):
+    """Host class indices from labels or predictions (one-hot or scores: argmax)."""
+    a = asnumpy(a)
+    return a.argmax(axis=1) if a.ndim == 2 else a
